@@ -1,0 +1,257 @@
+"""MNIST and Fashion-MNIST: reading and validating IDX files, and feeding them to the model.
+
+The IDX format (http://yann.lecun.com/exdb/mnist/): a 4-byte magic number (two zero bytes, a
+type code, the number of dimensions), one big-endian uint32 per dimension, then the data in
+row-major order. Unlike torchvision's reader, which checks with bare asserts, every problem here
+raises :class:`~capslib.errors.DataError` naming the file and what is wrong, and the decompressed
+bytes are checked against the published MD5 sums of the known datasets.
+
+Training data lives on the device as one tensor; batches are slices of it and the paper's random
+shift ("shifted by up to 2 pixels in each direction with zero padding") is applied there, for
+the whole epoch at once, so the GPU never waits on a per-sample data loader.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import DataError
+
+DATA_ROOT = Path(__file__).resolve().parent.parent / "data"
+
+SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+
+# IDX type code -> numpy dtype (big-endian where it matters).
+IDX_TYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    classes: tuple[str, ...]
+    md5: dict[str, str]  # MD5 of each file's decompressed bytes
+
+    @property
+    def default_root(self) -> Path:
+        return DATA_ROOT / self.name
+
+
+DATASETS = {
+    "mnist": DatasetInfo(
+        name="mnist",
+        classes=tuple(str(d) for d in range(10)),
+        md5={
+            "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+            "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+            "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+            "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+        },
+    ),
+    "fashion-mnist": DatasetInfo(
+        name="fashion-mnist",
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        md5={
+            "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+            "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+            "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+        },
+    ),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# IDX files
+
+
+def find_idx_file(root: Path, stem: str) -> Path:
+    """The file `stem` in `root`, gzip-compressed (`stem.gz`) or raw."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder does not exist")
+    for candidate in (root / f"{stem}.gz", root / stem):
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{root}: missing {stem}.gz (or {stem})")
+
+
+def read_raw_bytes(path: Path) -> bytes:
+    """The file's content, decompressed if it is gzip (recognised by its magic bytes)."""
+    data = Path(path).read_bytes()
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{path}: not a readable gzip file ({err})") from None
+
+
+def parse_idx(data: bytes, path: Path) -> np.ndarray:
+    """Decode IDX bytes into an array, checking the header against the file length."""
+    if len(data) < 4:
+        raise DataError(f"{path}: too short for an IDX header ({len(data)} bytes)")
+    zero0, zero1, type_code, ndim = data[:4]
+    if zero0 != 0 or zero1 != 0 or type_code not in IDX_TYPES or ndim == 0:
+        raise DataError(f"{path}: bad IDX magic number 0x{data[:4].hex()}")
+    header_len = 4 + 4 * ndim
+    if len(data) < header_len:
+        raise DataError(f"{path}: header names {ndim} dimensions but the file ends after {len(data)} bytes")
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = IDX_TYPES[type_code]
+    expected = header_len + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) != expected:
+        raise DataError(
+            f"{path}: header says shape {shape} ({expected} bytes) but the file holds {len(data)} bytes"
+        )
+    return np.frombuffer(data, dtype=dtype, offset=header_len).reshape(shape).copy()  # writable
+
+
+def read_idx(path: Path, expected_md5: str | None = None) -> np.ndarray:
+    """Read one IDX file (gzip or raw); if `expected_md5` is given, check the decompressed bytes."""
+    path = Path(path)
+    data = read_raw_bytes(path)
+    if expected_md5 is not None:
+        actual = hashlib.md5(data).hexdigest()
+        if actual != expected_md5:
+            raise DataError(
+                f"{path}: MD5 of the decompressed content is {actual}, expected {expected_md5}"
+            )
+    return parse_idx(data, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits and datasets
+
+
+def _check_images(images: np.ndarray, path: Path) -> None:
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise DataError(f"{path}: expected uint8 images of 3 dimensions, got {images.dtype} of shape {images.shape}")
+    if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(f"{path}: expected {IMAGE_SIZE}x{IMAGE_SIZE} images, got {images.shape[1]}x{images.shape[2]}")
+
+
+def _check_labels(labels: np.ndarray, path: Path) -> None:
+    if labels.dtype != np.uint8 or labels.ndim != 1:
+        raise DataError(f"{path}: expected uint8 labels of 1 dimension, got {labels.dtype} of shape {labels.shape}")
+    if labels.size and labels.max() >= NUM_CLASSES:
+        raise DataError(f"{path}: label {int(labels.max())} is outside 0..{NUM_CLASSES - 1}")
+
+
+def load_split(root: Path, split: str, dataset: str, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Images (uint8, N×28×28) and labels (int64, N) of one split ('train' or 'test')."""
+    info = dataset_info(dataset)
+    image_stem, label_stem = SPLIT_FILES[split]
+    image_path, label_path = find_idx_file(root, image_stem), find_idx_file(root, label_stem)
+    images = read_idx(image_path, info.md5[image_stem] if verify else None)
+    labels = read_idx(label_path, info.md5[label_stem] if verify else None)
+    _check_images(images, image_path)
+    _check_labels(labels, label_path)
+    if len(images) != len(labels):
+        raise DataError(f"{root}: {image_path.name} holds {len(images)} images but {label_path.name} holds {len(labels)} labels")
+    return images, labels.astype(np.int64)
+
+
+@dataclass
+class Dataset:
+    """Both splits of one dataset, as uint8 arrays."""
+    info: DatasetInfo
+    root: Path
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.info.classes
+
+
+def load_dataset(dataset: str = "mnist", root: Path | str | None = None, verify: bool = True,
+                 train_subset: int | None = None, test_subset: int | None = None) -> Dataset:
+    """Load and validate a dataset; `*_subset` keeps the first N images of a split (quick runs)."""
+    info = dataset_info(dataset)
+    root = Path(root) if root is not None else info.default_root
+    train_images, train_labels = load_split(root, "train", dataset, verify)
+    test_images, test_labels = load_split(root, "test", dataset, verify)
+    return Dataset(info, root, train_images[:train_subset], train_labels[:train_subset],
+                   test_images[:test_subset], test_labels[:test_subset])
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors on the device
+
+
+def to_tensors(images: np.ndarray, labels: np.ndarray, device: torch.device | str = "cpu"
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 N×28×28 images -> float N×1×28×28 in [0, 1]; labels -> int64. Both on `device`."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).unsqueeze(1).float().div_(255)
+    y = torch.from_numpy(np.ascontiguousarray(labels)).to(device)
+    return x, y
+
+
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Shift each image by its own random (dy, dx) in [-max_shift, max_shift]², zero padded."""
+    if max_shift == 0:
+        return images
+    offsets = torch.randint(0, 2 * max_shift + 1, (len(images), 2), generator=generator, device=images.device)
+    return shift_images(images, offsets - max_shift, max_shift)
+
+
+def shift_images(images: torch.Tensor, shifts: torch.Tensor, pad: int) -> torch.Tensor:
+    """Move image n down by shifts[n, 0] and right by shifts[n, 1] pixels, filling with zeros.
+
+    `pad` bounds the shifts (|shift| <= pad). One gather over a padded copy and no Python loop,
+    so a whole epoch is shifted in a few kernels.
+    """
+    n, c, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad))
+    rows = (pad - shifts[:, 0, None]) + torch.arange(h, device=images.device)  # n×h source rows
+    cols = (pad - shifts[:, 1, None]) + torch.arange(w, device=images.device)  # n×w source cols
+    index = rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]                  # n×h×w
+    index = index.view(n, 1, h * w).expand(n, c, h * w)
+    return padded.flatten(2).gather(2, index).view(n, c, h, w)
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    """The random stream of one epoch: a pure function of (seed, epoch), so a resumed run draws
+    exactly the batches and shifts that the uninterrupted run would have drawn."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed * 1_000_003 + epoch)
+    return generator
+
+
+def epoch_data(images: torch.Tensor, labels: torch.Tensor, seed: int, epoch: int, max_shift: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The epoch's training set: shuffled and randomly shifted, ready to be sliced into batches."""
+    generator = epoch_generator(seed, epoch, images.device)
+    order = torch.randperm(len(images), generator=generator, device=images.device)
+    return random_shift(images[order], max_shift, generator), labels[order]

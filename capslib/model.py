@@ -1,0 +1,172 @@
+"""The paper's CapsNet (Sabour, Frosst, Hinton 2017, section 4) and its baseline CNN.
+
+Notation follows the paper: u_i are the 1152 primary capsules (8D), û_{j|i} = W_ij u_i their
+predictions for the 10 digit capsules v_j (16D), b_ij the routing logits and c_ij = softmax_j(b_ij)
+the coupling coefficients. Where the paper is silent we follow the authors' official code
+(Sarasra/models, research/capsules) and say so; README.md lists every such choice.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .losses import margin_loss, reconstruction_loss
+
+NUM_CLASSES = 10
+PRIMARY_TYPES, PRIMARY_DIM, PRIMARY_GRID = 32, 8, 6   # 32 channels of 8D capsules on a 6×6 grid
+NUM_PRIMARY = PRIMARY_TYPES * PRIMARY_GRID * PRIMARY_GRID  # 1152
+DIGIT_DIM = 16
+RECONSTRUCTION_WEIGHT = 0.0005  # the paper's scale-down of the sum of squared errors
+
+
+class ModelOutput(NamedTuple):
+    scores: torch.Tensor                        # B×10: capsule lengths (CapsNet) or logits (CNN)
+    loss: torch.Tensor | None = None            # the training objective, when targets are given
+    margin_loss: torch.Tensor | None = None
+    reconstruction_loss: torch.Tensor | None = None  # mean sum of squared errors, unweighted
+    capsules: torch.Tensor | None = None        # B×10×16 digit capsules v_j
+    reconstruction: torch.Tensor | None = None  # B×784 decoder output
+
+
+def squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
+    """Eq. 1: v = ‖s‖²/(1+‖s‖²) · s/‖s‖. The epsilon keeps v = 0 and its gradient finite at s = 0
+    (the official code has none and yields NaN there)."""
+    squared_norm = (s * s).sum(dim, keepdim=True)
+    return s * (squared_norm / ((1 + squared_norm) * torch.sqrt(squared_norm + eps)))
+
+
+def dynamic_routing(u_hat: torch.Tensor, iterations: int, detach_early: bool = False) -> torch.Tensor:
+    """Procedure 1: route predictions û (B×in×out×D) to the parent capsules v (B×out×D).
+
+    The logits start at zero and the softmax runs over the parents (dim 2). Gradients flow through
+    every iteration, as in the official code; `detach_early=True` stops them in all but the last
+    iteration, as the popular XifengGuo port does. Runs in float32 whatever the autocast dtype of
+    û: the softmax and squash are where low precision would hurt.
+    """
+    u_hat = u_hat.float()
+    u_hat_early = u_hat.detach() if detach_early else u_hat
+    logits = u_hat.new_zeros(u_hat.shape[:3])
+    for iteration in range(iterations):
+        last = iteration == iterations - 1
+        votes = u_hat if last else u_hat_early
+        coupling = logits.softmax(dim=2)
+        v = squash(torch.einsum("bij,bijd->bjd", coupling, votes))
+        if not last:
+            logits = logits + torch.einsum("bijd,bjd->bij", votes, v)  # agreement û·v
+    return v
+
+
+class Decoder(nn.Module):
+    """Fig. 2: three fully connected layers 512-1024-784 (ReLU, ReLU, sigmoid) reconstruct the image
+    from the 16D capsule of one class; the other classes' capsules are masked to zero."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES, capsule_dim: int = DIGIT_DIM, pixels: int = 28 * 28):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(num_classes * capsule_dim, 512), nn.ReLU(inplace=True),
+            nn.Linear(512, 1024), nn.ReLU(inplace=True),
+            nn.Linear(1024, pixels), nn.Sigmoid(),
+        )
+
+    def forward(self, capsules: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        mask = F.one_hot(classes, capsules.shape[1]).to(capsules.dtype)
+        return self.layers((capsules * mask.unsqueeze(-1)).flatten(1))
+
+
+class CapsNet(nn.Module):
+    """Conv1 (256@9×9, ReLU) → PrimaryCaps (32×8D, 9×9 stride 2, squash) → DigitCaps (10×16D,
+    dynamic routing) → optional reconstruction decoder. 8,215,568 parameters with the decoder,
+    6,804,224 without; no bias in DigitCaps (the paper's equations have none)."""
+
+    def __init__(self, routing_iterations: int = 3, reconstruction: bool = True, detach_routing: bool = False):
+        super().__init__()
+        if routing_iterations < 1:
+            raise ValueError(f"routing_iterations must be at least 1, got {routing_iterations}")
+        self.routing_iterations = routing_iterations
+        self.detach_routing = detach_routing
+        self.conv1 = nn.Conv2d(1, 256, kernel_size=9)
+        self.primary_caps = nn.Conv2d(256, PRIMARY_TYPES * PRIMARY_DIM, kernel_size=9, stride=2)
+        # One 8×16 matrix W_ij for each (primary capsule i, digit capsule j) pair, stored as 16×8.
+        self.W = nn.Parameter(0.01 * torch.randn(NUM_PRIMARY, NUM_CLASSES, DIGIT_DIM, PRIMARY_DIM))
+        self.decoder = Decoder() if reconstruction else None
+
+    def primary_capsules(self, images: torch.Tensor) -> torch.Tensor:
+        """B×1×28×28 images → B×1152×8 squashed primary capsules u_i.
+
+        A capsule is the 8 channels 8t..8t+7 of type t at one grid position; capsules are numbered
+        by (row, column, type). On channels_last tensors this grouping is a free view."""
+        features = self.primary_caps(F.relu(self.conv1(images)))
+        u = features.permute(0, 2, 3, 1).reshape(len(images), NUM_PRIMARY, PRIMARY_DIM)
+        return squash(u.float())
+
+    def digit_capsules(self, images: torch.Tensor) -> torch.Tensor:
+        """B×1×28×28 images → B×10×16 digit capsules v_j."""
+        u = self.primary_capsules(images)
+        u_hat = torch.einsum("bik,ijdk->bijd", u, self.W)  # û_{j|i} = W_ij u_i
+        return dynamic_routing(u_hat, self.routing_iterations, self.detach_routing)
+
+    def decode(self, capsules: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Reconstruct B×784 images from the capsules of `classes` (used by the figures too)."""
+        if self.decoder is None:
+            raise ValueError("this CapsNet was built without a reconstruction decoder")
+        return self.decoder(capsules, classes)
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> ModelOutput:
+        """Scores are the capsule lengths. The decoder sees the true class's capsule in training
+        (targets given) and the predicted class's otherwise, as in the paper."""
+        capsules = self.digit_capsules(images)
+        lengths = capsules.norm(dim=-1)
+        reconstruction = None
+        if self.decoder is not None:
+            classes = targets if targets is not None else lengths.argmax(dim=1)
+            reconstruction = self.decoder(capsules, classes)
+        if targets is None:
+            return ModelOutput(lengths, capsules=capsules, reconstruction=reconstruction)
+        margin = margin_loss(lengths, targets)
+        if reconstruction is None:
+            return ModelOutput(lengths, margin, margin, capsules=capsules)
+        recon = reconstruction_loss(reconstruction, images)
+        return ModelOutput(lengths, margin + RECONSTRUCTION_WEIGHT * recon, margin, recon, capsules, reconstruction)
+
+
+class BaselineCNN(nn.Module):
+    """Table 1's baseline: three 5×5 stride-1 convolutions of 256, 256 and 128 channels ('same'
+    padding, no pooling), fully connected layers of 328 and 192, dropout, then a 10-way softmax
+    with cross-entropy. 35,445,522 parameters, the paper's 35.4M."""
+
+    def __init__(self, dropout: float = 0.5):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 256, 5, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, 5, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(256, 128, 5, padding=2), nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(128 * 28 * 28, 328), nn.ReLU(inplace=True),
+            nn.Linear(328, 192), nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(192, NUM_CLASSES),
+        )
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> ModelOutput:
+        logits = self.classifier(self.features(images)).float()
+        loss = F.cross_entropy(logits, targets) if targets is not None else None
+        return ModelOutput(logits, loss)
+
+
+def build_model(model: str = "capsnet", routing_iterations: int = 3, reconstruction: bool = True,
+                detach_routing: bool = False) -> nn.Module:
+    if model == "capsnet":
+        return CapsNet(routing_iterations, reconstruction, detach_routing)
+    if model == "baseline":
+        return BaselineCNN()
+    raise ValueError(f"unknown model {model!r}; choose capsnet or baseline")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
