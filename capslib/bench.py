@@ -20,7 +20,7 @@ from .model import build_model
 from .provenance import provenance
 from .files import atomic_write_text
 from .tables import markdown_table
-from .speed import PATHS, make_optimizer, make_train_step, prepare_images, prepare_model, set_tf32
+from .speed import PATHS, make_optimizer, make_train_step, prepare_images, prepare_model, configure_backends
 
 
 @dataclass
@@ -46,7 +46,7 @@ def default_cases(paths=tuple(PATHS), routings=(1, 3), batch_sizes=(128,)) -> li
 
 def _model_and_step(case: BenchCase, device: torch.device):
     path = PATHS[case.path]
-    set_tf32(path.tf32)
+    configure_backends(path)
     torch.manual_seed(0)
     model = prepare_model(build_model("capsnet", case.routing, case.reconstruction).to(device), path)
     optimizer = make_optimizer(model, path, 1e-3, device)
@@ -104,12 +104,18 @@ def run_benchmark(cases: list[BenchCase], steps: int = 100, warmup: int = 10, lo
         rows.append(row)
         log(" ".join(f"{k}={v}" for k, v in row.items()))
         torch.cuda.empty_cache()
-    table = pd.DataFrame(rows)
-    reference = table[table.path == "fp32"].set_index(["routing", "reconstruction", "batch_size"])["images_per_second"]
+    return add_speedups(pd.DataFrame(rows))
+
+
+def add_speedups(table: pd.DataFrame) -> pd.DataFrame:
+    """Each row's images/s over the fp32 reference of the same configuration at batch 128."""
+    fp32 = table[table.path == "fp32"]
+    reference = {(r["routing"], r["reconstruction"]): r["images_per_second"] for r in fp32.to_dict("records")}
     table["speedup_vs_fp32"] = [
-        round(r.images_per_second / reference[(r.routing, r.reconstruction, 128)], 2)
-        if (r.routing, r.reconstruction, 128) in reference.index and r.get("images_per_second") == r.get("images_per_second")
-        else None for r in table.itertuples()]
+        round(r["images_per_second"] / reference[(r["routing"], r["reconstruction"])], 2)
+        if pd.notna(r.get("images_per_second")) and pd.notna(reference.get((r["routing"], r["reconstruction"])))
+        else None
+        for r in table.to_dict("records")]
     return table
 
 

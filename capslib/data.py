@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +107,10 @@ def find_idx_file(root: Path, stem: str) -> Path:
 
 def read_raw_bytes(path: Path) -> bytes:
     """The file's content, decompressed if it is gzip (recognised by its magic bytes)."""
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror})") from None
     if data[:2] != b"\x1f\x8b":
         return data
     try:
@@ -120,14 +124,16 @@ def parse_idx(data: bytes, path: Path) -> np.ndarray:
     if len(data) < 4:
         raise DataError(f"{path}: too short for an IDX header ({len(data)} bytes)")
     zero0, zero1, type_code, ndim = data[:4]
-    if zero0 != 0 or zero1 != 0 or type_code not in IDX_TYPES or ndim == 0:
+    if zero0 != 0 or zero1 != 0 or ndim == 0:
         raise DataError(f"{path}: bad IDX magic number 0x{data[:4].hex()}")
+    if type_code not in IDX_TYPES:
+        raise DataError(f"{path}: unknown IDX type code 0x{type_code:02x} in magic number 0x{data[:4].hex()}")
     header_len = 4 + 4 * ndim
     if len(data) < header_len:
         raise DataError(f"{path}: header names {ndim} dimensions but the file ends after {len(data)} bytes")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = IDX_TYPES[type_code]
-    expected = header_len + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header_len + math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     if len(data) != expected:
         raise DataError(
             f"{path}: header says shape {shape} ({expected} bytes) but the file holds {len(data)} bytes"
@@ -169,6 +175,8 @@ def _check_labels(labels: np.ndarray, path: Path) -> None:
 def load_split(root: Path, split: str, dataset: str, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Images (uint8, N×28×28) and labels (int64, N) of one split ('train' or 'test')."""
     info = dataset_info(dataset)
+    if split not in SPLIT_FILES:
+        raise DataError(f"unknown split {split!r}; choose train or test")
     image_stem, label_stem = SPLIT_FILES[split]
     image_path, label_path = find_idx_file(root, image_stem), find_idx_file(root, label_stem)
     images = read_idx(image_path, info.md5[image_stem] if verify else None)
@@ -176,7 +184,7 @@ def load_split(root: Path, split: str, dataset: str, verify: bool = True) -> tup
     _check_images(images, image_path)
     _check_labels(labels, label_path)
     if len(images) != len(labels):
-        raise DataError(f"{root}: {image_path.name} holds {len(images)} images but {label_path.name} holds {len(labels)} labels")
+        raise DataError(f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels")
     return images, labels.astype(np.int64)
 
 
@@ -212,9 +220,9 @@ def load_dataset(dataset: str = "mnist", root: Path | str | None = None, verify:
 
 def to_tensors(images: np.ndarray, labels: np.ndarray, device: torch.device | str = "cpu"
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 N×28×28 images -> float N×1×28×28 in [0, 1]; labels -> int64. Both on `device`."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).unsqueeze(1).float().div_(255)
-    y = torch.from_numpy(np.ascontiguousarray(labels)).to(device)
+    """uint8 N×28×28 images -> float N×1×28×28 in [0, 1]; labels -> int64. Both new tensors on `device`."""
+    x = torch.as_tensor(images, device=device).unsqueeze(1).float().div_(255)
+    y = torch.tensor(labels, dtype=torch.int64, device=device)
     return x, y
 
 
@@ -229,7 +237,7 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
 def shift_images(images: torch.Tensor, shifts: torch.Tensor, pad: int) -> torch.Tensor:
     """Move image n down by shifts[n, 0] and right by shifts[n, 1] pixels, filling with zeros.
 
-    `pad` bounds the shifts (|shift| <= pad). One gather over a padded copy and no Python loop,
+    `pad` must bound the shifts (|shift| <= pad); larger shifts would read neighbouring rows. One gather over a padded copy and no Python loop,
     so a whole epoch is shifted in a few kernels.
     """
     n, c, h, w = images.shape

@@ -33,14 +33,16 @@ class SpeedPath:
     channels_last: bool = False
     compile: bool = False
     cuda_graph: bool = False
+    cudnn_benchmark: bool = False  # let cuDNN time its convolution algorithms once per shape
 
 
 PATHS = {
     "fp32": SpeedPath("fp32"),
-    "tf32": SpeedPath("tf32", tf32=True),
-    "bf16": SpeedPath("bf16", bf16=True, tf32=True, channels_last=True),
-    "compile": SpeedPath("compile", bf16=True, tf32=True, channels_last=True, compile=True),
-    "graph": SpeedPath("graph", bf16=True, tf32=True, channels_last=True, compile=True, cuda_graph=True),
+    "tf32": SpeedPath("tf32", tf32=True, cudnn_benchmark=True),
+    "bf16": SpeedPath("bf16", bf16=True, tf32=True, channels_last=True, cudnn_benchmark=True),
+    "compile": SpeedPath("compile", bf16=True, tf32=True, channels_last=True, compile=True, cudnn_benchmark=True),
+    "graph": SpeedPath("graph", bf16=True, tf32=True, channels_last=True, compile=True, cuda_graph=True,
+                       cudnn_benchmark=True),
 }
 CUDA_ONLY = ("tf32", "graph")
 
@@ -67,11 +69,12 @@ def resolve_speed(speed: str, device: torch.device) -> SpeedPath:
     return PATHS[speed]
 
 
-def set_tf32(enabled: bool) -> None:
+def configure_backends(path: SpeedPath) -> None:
     """TF32 for float32 matmuls and convolutions (cuDNN allows it by default: the reference path
-    must switch it off explicitly)."""
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    torch.backends.cudnn.allow_tf32 = enabled
+    switches it off explicitly), and cuDNN's algorithm search."""
+    torch.backends.cuda.matmul.allow_tf32 = path.tf32
+    torch.backends.cudnn.allow_tf32 = path.tf32
+    torch.backends.cudnn.benchmark = path.cudnn_benchmark
 
 
 def autocast(path: SpeedPath, device: torch.device):

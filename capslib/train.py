@@ -22,7 +22,7 @@ from .model import build_model, count_parameters
 from .provenance import provenance
 from .runs import Run, checkpoint_to_resume, read_run, write_metrics, write_run_info
 from .speed import (make_optimizer, make_train_step, prepare_images, prepare_model, resolve_device,
-                    resolve_speed, set_lr, set_tf32)
+                    resolve_speed, set_lr, configure_backends)
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
@@ -48,7 +48,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = False, log
         raise CapslibError(f"batch_size {config.batch_size} exceeds the {len(data.train_images)} training images")
 
     started = time.perf_counter()
-    set_tf32(path.tf32)
+    configure_backends(path)
     torch.manual_seed(config.seed)  # the same initial weights on every device
     model = prepare_model(build_model(config.model, config.routing_iterations, config.reconstruction,
                                       config.detach_routing).to(device), path)

@@ -10,7 +10,7 @@ from capslib.config import TrainConfig
 from capslib.data import load_dataset, to_tensors
 from capslib.model import CapsNet
 from capslib.speed import (PATHS, GraphedTrainStep, TrainStep, autocast, make_optimizer, prepare_images,
-                           prepare_model, set_tf32)
+                           prepare_model, configure_backends)
 from capslib.train import train
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -34,7 +34,7 @@ def fresh_model(path_name, seed=0, routing=3):
 
 def forward(model, images, labels, path_name):
     path = PATHS[path_name]
-    set_tf32(path.tf32)
+    configure_backends(path)
     with torch.no_grad(), autocast(path, CUDA):
         return model(prepare_images(images, path), labels)
 
