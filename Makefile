@@ -1,12 +1,81 @@
-# CapsNet reproducible study: the table of contents.
-#   make setup      install capslib, the notebook stack and pytest (torch 2.13.0 CPU if no torch)
-#   make test       the test suite (CPU, a few minutes)
-#   make bench      speed of each training path on a CUDA GPU -> results/benchmarks.md
+# CapsNet reproducible study ("Dynamic Routing Between Capsules", Sabour, Frosst, Hinton 2017)
+#
+#   make setup        install capslib, the notebook stack and pytest (CPU torch 2.13.0 if no torch)
+#   make test         unit tests, then every notebook on a tiny profile (CPU, a few minutes)
+#   make reproduce    the whole study (GPU): data, every training run, figures, tables, reports
+#   make quick        the same study on small subsets, on CPU, in minutes, written under quick/
+#   make bench        speed of each training path (GPU) -> results/benchmarks.md
+#   make lab          the notebooks in JupyterLab
+#   make clean        delete checkpoints and quick/ (never data/ or results/)
+#
+# The steps of the study, each an executed notebook under $(RESULTS)/notebooks/:
+#   make data         01_data     checksums, class balance, samples, pixels (MNIST, Fashion-MNIST)
+#   make mnist        02_train    Table 1: CapsNet routing 1 and 3, with and without reconstruction,
+#                                 and the baseline CNN, each for every seed in SEEDS
+#   make train        02_train    one run: make train ROUTING=1 RECON=False SEED=2 [DATASET= MODEL=]
+#   make figures      03, 04      reconstructions and perturbations of the best MNIST routing-3 run
+#   make fashion      02, 05      Fashion-MNIST: routing 3 + reconstruction for every seed, its figures
+#   make tables       06_summary  tables beside the paper's Table 1, accuracy and loss curves
+#   make report       HTML of the executed notebooks, with and without code
 
 PYTHON ?= python3
 CPU_TORCH := torch==2.13.0
 
-.PHONY: setup test bench
+# Profiles: full (GPU; the committed results), quick (CPU, minutes), tiny (CPU, the test suite).
+PROFILE ?= full
+ifeq ($(PROFILE),full)
+  OUT ?= .
+  EPOCHS ?= 40
+  SEEDS ?= 1 2 3
+  TRAIN_SUBSET ?= None
+  TEST_SUBSET ?= None
+  DEVICE ?= auto
+else ifeq ($(PROFILE),quick)
+  OUT ?= quick
+  EPOCHS ?= 2
+  SEEDS ?= 1
+  TRAIN_SUBSET ?= 1000
+  TEST_SUBSET ?= 500
+  DEVICE ?= cpu
+else ifeq ($(PROFILE),tiny)
+  OUT ?= quick/tiny
+  EPOCHS ?= 1
+  SEEDS ?= 1
+  TRAIN_SUBSET ?= 256
+  TEST_SUBSET ?= 100
+  DEVICE ?= cpu
+  MNIST_CONFIGS ?= routing1_norecon routing3_recon baseline
+else
+  $(error PROFILE must be full, quick or tiny, not '$(PROFILE)')
+endif
+MNIST_CONFIGS ?= routing1_norecon routing1_recon routing3_norecon routing3_recon baseline
+RUNS := $(OUT)/runs
+RESULTS := $(OUT)/results
+NB := $(RESULTS)/notebooks
+
+# A run is named <dataset>_<configuration>_seed<N> (capslib.runs.run_name builds the same names).
+mnist_runs := $(foreach c,$(MNIST_CONFIGS),$(foreach s,$(SEEDS),mnist_$(c)_seed$(s)))
+fashion_runs := $(foreach s,$(SEEDS),fashion-mnist_routing3_recon_seed$(s))
+run_notebooks = $(patsubst %,$(NB)/train/%.ipynb,$1)
+
+# 02_train's parameters, read off a run name.
+name_parts = $(subst _, ,$1)
+train_parameters = -p dataset $(word 1,$(call name_parts,$1)) \
+	-p model $(if $(filter baseline,$(call name_parts,$1)),baseline,capsnet) \
+	-p routing $(or $(patsubst routing%,%,$(filter routing%,$(call name_parts,$1))),3) \
+	-p reconstruction $(if $(filter norecon baseline,$(call name_parts,$1)),False,True) \
+	-p seed $(patsubst seed%,%,$(lastword $(call name_parts,$1))) \
+	-p epochs $(EPOCHS) -p train_subset $(TRAIN_SUBSET) -p test_subset $(TEST_SUBSET) -p device $(DEVICE) \
+	-p runs_dir $(RUNS) -p results_dir $(RESULTS) -p progress_bar False
+
+# $(call notebook,SOURCE,OUTPUT,PARAMETERS): execute notebooks/SOURCE.ipynb into OUTPUT. papermill writes
+# OUTPUT.partial.ipynb, renamed to OUTPUT only when every cell succeeded: a failed or cut-off run never
+# looks done, and its partial notebook shows where it stopped. CAPSLIB_COMMAND records the exact command in each run's provenance.
+papermill = $(PYTHON) -m papermill --cwd . --log-output --no-progress-bar -k python3 notebooks/$1.ipynb $(2:.ipynb=.partial.ipynb) $3
+notebook = @mkdir -p $(dir $2) && echo "papermill notebooks/$1.ipynb -> $2" && \
+	CAPSLIB_COMMAND='$(strip $(call papermill,$1,$2,$3))' $(call papermill,$1,$2,$3) && mv $(2:.ipynb=.partial.ipynb) $2
+
+.PHONY: setup test unit-test notebook-test reproduce quick data mnist train figures fashion tables report bench lab clean
 .DELETE_ON_ERROR:
 
 setup:
@@ -16,5 +85,58 @@ setup:
 test:
 	$(PYTHON) -m pytest -q
 
+reproduce: data mnist figures fashion tables report
+
+quick:
+	$(MAKE) PROFILE=quick reproduce
+
+data: $(NB)/01_data_mnist.ipynb $(NB)/01_data_fashion-mnist.ipynb
+
+$(NB)/01_data_%.ipynb: notebooks/01_data.ipynb
+	$(call notebook,01_data,$@,-p dataset $* -p results_dir $(RESULTS))
+
+mnist: $(call run_notebooks,$(mnist_runs))
+
+$(NB)/train/%.ipynb: notebooks/02_train.ipynb
+	$(call notebook,02_train,$@,$(call train_parameters,$*))
+
+# One run, named by Make variables: make train ROUTING=1 RECON=False SEED=2
+DATASET ?= mnist
+MODEL ?= capsnet
+ROUTING ?= 3
+RECON ?= True
+SEED ?= 1
+train: $(call run_notebooks,$(DATASET)_$(if $(filter baseline,$(MODEL)),baseline,routing$(ROUTING)_$(if $(filter False,$(RECON)),norecon,recon))_seed$(SEED))
+
+figures: $(NB)/03_reconstruct_mnist.ipynb $(NB)/04_perturb_mnist.ipynb
+
+$(NB)/03_reconstruct_mnist.ipynb $(NB)/04_perturb_mnist.ipynb: $(call run_notebooks,$(filter mnist_routing3_recon_%,$(mnist_runs)))
+$(NB)/03_reconstruct_mnist.ipynb: notebooks/03_reconstruct.ipynb
+	$(call notebook,03_reconstruct,$@,-p runs_dir $(RUNS) -p results_dir $(RESULTS) -p device $(DEVICE))
+$(NB)/04_perturb_mnist.ipynb: notebooks/04_perturb.ipynb
+	$(call notebook,04_perturb,$@,-p runs_dir $(RUNS) -p results_dir $(RESULTS) -p device $(DEVICE))
+
+fashion: $(NB)/05_fashion.ipynb
+
+$(NB)/05_fashion.ipynb: notebooks/05_fashion.ipynb $(call run_notebooks,$(fashion_runs))
+	$(call notebook,05_fashion,$@,-p runs_dir $(RUNS) -p results_dir $(RESULTS) -p device $(DEVICE))
+
+tables: $(NB)/06_summary.ipynb
+
+$(NB)/06_summary.ipynb: notebooks/06_summary.ipynb $(call run_notebooks,$(mnist_runs) $(fashion_runs))
+	$(call notebook,06_summary,$@,-p results_dir $(RESULTS))
+
+# HTML reports of the study's notebooks (not of every training run: 02_train is one per run).
+REPORTED := 01_data_mnist 01_data_fashion-mnist 03_reconstruct_mnist 04_perturb_mnist 05_fashion 06_summary
+report: figures fashion tables data
+	$(PYTHON) -m jupyter nbconvert --to html --output-dir $(RESULTS)/html $(REPORTED:%=$(NB)/%.ipynb)
+	$(PYTHON) -m jupyter nbconvert --to html --no-input --output-dir $(RESULTS)/html/no-code $(REPORTED:%=$(NB)/%.ipynb)
+
 bench:
 	$(PYTHON) -m capslib bench --out-dir results
+
+lab:
+	$(PYTHON) -m jupyter lab notebooks/
+
+clean:
+	rm -rf runs quick

@@ -19,9 +19,11 @@ Hinton, NeurIPS 2017).
 
 from .config import TrainConfig
 from .errors import CapslibError
+from . import analysis, data, figures, runs, tables
+from .provenance import REPO
 from .model import BaselineCNN, CapsNet, count_parameters, dynamic_routing, squash
 from .train import train
 
 __version__ = "0.1.0"
-__all__ = ["TrainConfig", "CapslibError", "BaselineCNN", "CapsNet", "count_parameters", "dynamic_routing",
+__all__ = ["REPO", "TrainConfig", "CapslibError", "BaselineCNN", "CapsNet", "count_parameters", "dynamic_routing",
            "squash", "train"]

@@ -26,9 +26,10 @@ from .speed import PATHS, make_optimizer, make_train_step, prepare_images, prepa
 @dataclass
 class BenchCase:
     path: str
-    routing: int
+    routing: int | None  # None for the baseline CNN
     reconstruction: bool
     batch_size: int = 128
+    model: str = "capsnet"
 
 
 def default_cases(paths=tuple(PATHS), routings=(1, 3), batch_sizes=(128,)) -> list[BenchCase]:
@@ -41,6 +42,7 @@ def default_cases(paths=tuple(PATHS), routings=(1, 3), batch_sizes=(128,)) -> li
             if (routing, recon) != (3, True):
                 cases += [BenchCase(p, routing, recon) for p in dict.fromkeys(("fp32", fastest)) if p in paths]
     cases += [BenchCase(fastest, 3, True, b) for b in batch_sizes if b != 128]
+    cases += [BenchCase(p, None, False, model="baseline") for p in dict.fromkeys(("fp32", fastest)) if p in paths]
     return cases
 
 
@@ -48,7 +50,7 @@ def _model_and_step(case: BenchCase, device: torch.device):
     path = PATHS[case.path]
     configure_backends(path)
     torch.manual_seed(0)
-    model = prepare_model(build_model("capsnet", case.routing, case.reconstruction).to(device), path)
+    model = prepare_model(build_model(case.model, case.routing or 1, case.reconstruction).to(device), path)
     optimizer = make_optimizer(model, path, 1e-3, device)
     return model, make_train_step(model, optimizer, path, device, case.batch_size)
 
@@ -73,7 +75,7 @@ def bench_training(case: BenchCase, images: torch.Tensor, labels: torch.Tensor, 
     torch.cuda.synchronize(device)
     ms = start.elapsed_time(end) / steps
     eval_seconds = _time_evaluation(model, images[:10000], labels[:10000], case.path)
-    return {"path": case.path, "routing": case.routing, "reconstruction": case.reconstruction,
+    return {"model": case.model, "path": case.path, "routing": case.routing, "reconstruction": case.reconstruction,
             "batch_size": case.batch_size, "images_per_second": round(case.batch_size / ms * 1000),
             "ms_per_step": round(ms, 3), "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2),
             "setup_seconds": round(setup, 1), "eval_10k_seconds": round(eval_seconds, 4),
@@ -109,12 +111,13 @@ def run_benchmark(cases: list[BenchCase], steps: int = 100, warmup: int = 10, lo
 
 def add_speedups(table: pd.DataFrame) -> pd.DataFrame:
     """Each row's images/s over the fp32 reference of the same configuration at batch 128."""
-    fp32 = table[table.path == "fp32"]
-    reference = {(r["routing"], r["reconstruction"]): r["images_per_second"] for r in fp32.to_dict("records")}
+    def key(r):
+        return r.get("model", "capsnet"), r["routing"], r["reconstruction"]
+
+    reference = {key(r): r["images_per_second"] for r in table[table.path == "fp32"].to_dict("records")}
     table["speedup_vs_fp32"] = [
-        round(r["images_per_second"] / reference[(r["routing"], r["reconstruction"])], 2)
-        if pd.notna(r.get("images_per_second")) and pd.notna(reference.get((r["routing"], r["reconstruction"])))
-        else None
+        round(r["images_per_second"] / reference[key(r)], 2)
+        if pd.notna(r.get("images_per_second")) and pd.notna(reference.get(key(r))) else None
         for r in table.to_dict("records")]
     return table
 

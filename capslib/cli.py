@@ -141,25 +141,18 @@ def build_parser() -> Parser:
     return parser
 
 
-def default_run_dir(args) -> str:
-    if args.model == "baseline":
-        name = f"{args.dataset}_baseline_seed{args.seed}"
-    else:
-        name = f"{args.dataset}_routing{args.routing}_{'recon' if args.reconstruction else 'norecon'}_seed{args.seed}"
-    return str(Path("runs") / name)
-
-
 def run_train(args) -> None:
     from .config import TrainConfig
+    from .runs import run_name
     from .train import train
 
-    ckpt_dir = args.ckpt_dir or args.logs_dir or default_run_dir(args)
     config = TrainConfig(
         dataset=args.dataset, data_root=str(args.data_root) if args.data_root else None, model=args.model,
         routing_iterations=args.routing, reconstruction=args.reconstruction, detach_routing=args.detach_routing,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay, seed=args.seed,
         train_subset=args.train_subset, test_subset=args.test_subset, verify_checksums=args.verify,
-        ckpt_dir=ckpt_dir, logs_dir=args.logs_dir, device=args.device, speed=args.speed)
+        logs_dir=args.logs_dir, device=args.device, speed=args.speed)
+    config.ckpt_dir = args.ckpt_dir or args.logs_dir or str(Path("runs") / run_name(config))
     run = train(config, resume=args.resume, progress=sys.stderr.isatty())
     summary = run.info["summary"]
     print(f"final test error {summary['final_test_error']:.2f}% after {summary['epochs_done']} epochs "

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -212,6 +213,37 @@ def load_dataset(dataset: str = "mnist", root: Path | str | None = None, verify:
     test_images, test_labels = load_split(root, "test", dataset, verify)
     return Dataset(info, root, train_images[:train_subset], train_labels[:train_subset],
                    test_images[:test_subset], test_labels[:test_subset])
+
+
+def checksum_report(dataset: str, root: Path | str | None = None) -> list[dict]:
+    """Each file of a dataset folder with its expected and actual decompressed MD5."""
+    info = dataset_info(dataset)
+    root = Path(root) if root is not None else info.default_root
+    rows = []
+    for stem, expected in info.md5.items():
+        path = find_idx_file(root, stem)
+        actual = hashlib.md5(read_raw_bytes(path)).hexdigest()
+        rows.append({"file": path.name, "expected_md5": expected, "actual_md5": actual, "ok": actual == expected})
+    return rows
+
+
+def class_balance(data: Dataset) -> pd.DataFrame:
+    """Images per class in each split."""
+    return pd.DataFrame({
+        "class": data.classes,
+        "train": np.bincount(data.train_labels, minlength=NUM_CLASSES),
+        "test": np.bincount(data.test_labels, minlength=NUM_CLASSES),
+    })
+
+
+def pixel_statistics(data: Dataset) -> pd.DataFrame:
+    """Mean and standard deviation of the pixels (scaled to [0, 1]) and the share of zeros, per split."""
+    rows = []
+    for split, images in (("train", data.train_images), ("test", data.test_images)):
+        x = images.astype(np.float64) / 255
+        rows.append({"split": split, "images": len(images), "mean": x.mean(), "std": x.std(),
+                     "zero_fraction": float((images == 0).mean())})
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------

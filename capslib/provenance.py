@@ -46,7 +46,11 @@ def software() -> str:
 def command() -> str:
     """The command that started this process. Make and papermill set CAPSLIB_COMMAND, since inside
     a notebook kernel sys.argv names the kernel, not the study's command."""
-    return os.environ.get("CAPSLIB_COMMAND") or shlex.join([Path(sys.argv[0]).name] + sys.argv[1:])
+    if os.environ.get("CAPSLIB_COMMAND"):
+        return os.environ["CAPSLIB_COMMAND"]
+    program = Path(sys.argv[0]).name
+    program = "python -m capslib" if program == "__main__.py" else program
+    return shlex.join([program] + sys.argv[1:])
 
 
 def now() -> str:

@@ -75,6 +75,15 @@ class Run:
         return configuration_label(self.config)
 
 
+def run_name(config: TrainConfig) -> str:
+    """<dataset>_<configuration>_seed<N>: mnist_routing3_recon_seed1, mnist_baseline_seed2, ...
+    (the Makefile builds the same names)."""
+    if config.model == "baseline":
+        return f"{config.dataset}_baseline_seed{config.seed}"
+    recon = "recon" if config.reconstruction else "norecon"
+    return f"{config.dataset}_routing{config.routing_iterations}_{recon}_seed{config.seed}"
+
+
 def configuration_label(config: TrainConfig) -> str:
     """Table 1's row names: 'baseline CNN', 'routing 3, reconstruction', 'routing 1, no reconstruction'."""
     if config.model == "baseline":
@@ -94,6 +103,17 @@ def read_run(folder: Path) -> Run:
     return Run(folder, TrainConfig.from_dict(info["config"]), info, history)
 
 
-def find_runs(root: Path) -> list[Run]:
-    """Every run folder under `root`, sorted by path."""
-    return [read_run(p.parent) for p in sorted(Path(root).rglob(RUN_INFO))]
+def find_runs(root: Path | str, pattern: str = "*") -> list[Run]:
+    """The run folders `root`/`pattern` (those holding a run.json), sorted by path."""
+    return [read_run(p.parent) for p in sorted(Path(root).glob(f"{pattern}/{RUN_INFO}"))]
+
+
+def best_run(root: Path | str, pattern: str) -> Run:
+    """Of the completed runs matching `pattern`, the one with the lowest final test error.
+
+    Used only to choose which model the reconstruction and perturbation figures show; every
+    reported error is the final epoch's of each run (or clearly labelled 'best epoch')."""
+    runs = [r for r in find_runs(root, pattern) if r.info.get("status") == "complete" and not r.history.empty]
+    if not runs:
+        raise RunFolderError(f"no completed run matches {Path(root) / pattern}")
+    return min(runs, key=lambda r: (r.history.test_error.iloc[-1], str(r.folder)))
