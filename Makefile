@@ -24,21 +24,21 @@ CPU_TORCH := torch==2.13.0
 # Profiles: full (GPU; the committed results), quick (CPU, minutes), tiny (CPU, the test suite).
 PROFILE ?= full
 ifeq ($(PROFILE),full)
-  OUT ?= .
+  STUDY_DIR ?= .
   EPOCHS ?= 40
   SEEDS ?= 1 2 3
   TRAIN_SUBSET ?= None
   TEST_SUBSET ?= None
   DEVICE ?= auto
 else ifeq ($(PROFILE),quick)
-  OUT ?= quick
+  STUDY_DIR ?= quick
   EPOCHS ?= 2
   SEEDS ?= 1
   TRAIN_SUBSET ?= 1000
   TEST_SUBSET ?= 500
   DEVICE ?= cpu
 else ifeq ($(PROFILE),tiny)
-  OUT ?= quick/tiny
+  STUDY_DIR ?= quick/tiny
   EPOCHS ?= 1
   SEEDS ?= 1
   TRAIN_SUBSET ?= 256
@@ -49,8 +49,8 @@ else
   $(error PROFILE must be full, quick or tiny, not '$(PROFILE)')
 endif
 MNIST_CONFIGS ?= routing1_norecon routing1_recon routing3_norecon routing3_recon baseline
-RUNS := $(OUT)/runs
-RESULTS := $(OUT)/results
+RUNS := $(STUDY_DIR)/runs
+RESULTS := $(STUDY_DIR)/results
 NB := $(RESULTS)/notebooks
 
 # A run is named <dataset>_<configuration>_seed<N> (capslib.runs.run_name builds the same names).

@@ -64,8 +64,9 @@ def reconstruction_figure(images, reconstructions, labels, predictions, classes,
     images, reconstructions = _as_images(images), _as_images(reconstructions)
     labels, predictions = np.asarray(labels), np.asarray(predictions)
     correct, wrong = reconstruction_examples(labels, predictions, 2 * per_row)
-    figure = Figure(figsize=(1.6 * per_row, 6.0))
-    axes = figure.subplots(4, 2 * per_row, gridspec_kw={"wspace": 0.05, "hspace": 0.35})
+    figure = Figure(figsize=(1.6 * per_row, 5.0))
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.88, wspace=0.05, hspace=0.3)
+    axes = figure.subplots(4, 2 * per_row)
     for group, indices in enumerate((correct, wrong)):
         for k in range(2 * per_row):
             row, col = 2 * group + k // per_row, 2 * (k % per_row)
@@ -120,8 +121,9 @@ def perturbation_figure(panels: list[np.ndarray], titles: list[str], deltas=PERT
     """One panel per class (16 rows × 11 columns of images), 2 rows of 5 panels."""
     cols = 5
     rows = (len(panels) + cols - 1) // cols
-    figure = Figure(figsize=(3.3 * cols, 4.6 * rows))
-    axes = np.atleast_2d(figure.subplots(rows, cols, gridspec_kw={"wspace": 0.08, "hspace": 0.18}))
+    figure = Figure(figsize=(3.6 * cols, 5.1 * rows))
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.05, hspace=0.1)
+    axes = np.atleast_2d(figure.subplots(rows, cols))
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, panel, title in zip(axes.flat, panels, titles):
