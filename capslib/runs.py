@@ -104,8 +104,11 @@ def read_run(folder: Path) -> Run:
 
 
 def find_runs(root: Path | str, pattern: str = "*") -> list[Run]:
-    """The run folders `root`/`pattern` (those holding a run.json), sorted by path."""
-    return [read_run(p.parent) for p in sorted(Path(root).glob(f"{pattern}/{RUN_INFO}"))]
+    """The run folders `root`/`pattern` that hold a finished first epoch (run.json and metrics.csv),
+    sorted by path. A run that has just started (no metrics.csv yet) is skipped, not an error: tables
+    are rebuilt while other runs train."""
+    folders = sorted(p.parent for p in Path(root).glob(f"{pattern}/{RUN_INFO}"))
+    return [read_run(folder) for folder in folders if (folder / METRICS).is_file()]
 
 
 def best_run(root: Path | str, pattern: str) -> Run:

@@ -101,7 +101,7 @@ def write_result_tables(runs_dir: Path | str, tables_dir: Path | str, pattern: s
     """Rebuild runs.{csv,md} and summary.{csv,md} in `tables_dir` from every run under `runs_dir`.
 
     Rebuilt from the run folders each time (never appended), so concurrent or repeated calls agree."""
-    per_run = run_table(find_runs(runs_dir, pattern))
+    per_run = run_table([r for r in find_runs(runs_dir, pattern) if r.info.get("status") == "complete"])
     summary = summary_table(per_run) if not per_run.empty else pd.DataFrame()
     tables_dir = Path(tables_dir)
     write_table(per_run, tables_dir / "runs", "Test error of every run (%)",
