@@ -68,6 +68,10 @@ train_parameters = -p dataset $(word 1,$(call name_parts,$1)) \
 	-p epochs $(EPOCHS) -p train_subset $(TRAIN_SUBSET) -p test_subset $(TEST_SUBSET) -p device $(DEVICE) \
 	-p runs_dir $(RUNS) -p results_dir $(RESULTS) -p progress_bar False
 
+# Every step runs once: its executed notebook is the target, and prerequisites are order-only (after
+# the '|'), so editing a notebook or a fresh clone's file times never retrain anything. To redo the
+# study, run it into a new folder (make reproduce STUDY_DIR=redo) or delete the outputs to redo.
+#
 # $(call notebook,SOURCE,OUTPUT,PARAMETERS): execute notebooks/SOURCE.ipynb into OUTPUT. papermill writes
 # OUTPUT.partial.ipynb, renamed to OUTPUT only when every cell succeeded: a failed or cut-off run never
 # looks done, and its partial notebook shows where it stopped. CAPSLIB_COMMAND records the exact command in each run's provenance.
@@ -92,12 +96,12 @@ quick:
 
 data: $(NB)/01_data_mnist.ipynb $(NB)/01_data_fashion-mnist.ipynb
 
-$(NB)/01_data_%.ipynb: notebooks/01_data.ipynb
+$(NB)/01_data_%.ipynb: | notebooks/01_data.ipynb
 	$(call notebook,01_data,$@,-p dataset $* -p results_dir $(RESULTS))
 
 mnist: $(call run_notebooks,$(mnist_runs))
 
-$(NB)/train/%.ipynb: notebooks/02_train.ipynb
+$(NB)/train/%.ipynb: | notebooks/02_train.ipynb
 	$(call notebook,02_train,$@,$(call train_parameters,$*))
 
 # One run, named by Make variables: make train ROUTING=1 RECON=False SEED=2
@@ -110,20 +114,20 @@ train: $(call run_notebooks,$(DATASET)_$(if $(filter baseline,$(MODEL)),baseline
 
 figures: $(NB)/03_reconstruct_mnist.ipynb $(NB)/04_perturb_mnist.ipynb
 
-$(NB)/03_reconstruct_mnist.ipynb $(NB)/04_perturb_mnist.ipynb: $(call run_notebooks,$(filter mnist_routing3_recon_%,$(mnist_runs)))
-$(NB)/03_reconstruct_mnist.ipynb: notebooks/03_reconstruct.ipynb
+$(NB)/03_reconstruct_mnist.ipynb $(NB)/04_perturb_mnist.ipynb: | $(call run_notebooks,$(filter mnist_routing3_recon_%,$(mnist_runs)))
+$(NB)/03_reconstruct_mnist.ipynb: | notebooks/03_reconstruct.ipynb
 	$(call notebook,03_reconstruct,$@,-p runs_dir $(RUNS) -p results_dir $(RESULTS) -p device $(DEVICE))
-$(NB)/04_perturb_mnist.ipynb: notebooks/04_perturb.ipynb
+$(NB)/04_perturb_mnist.ipynb: | notebooks/04_perturb.ipynb
 	$(call notebook,04_perturb,$@,-p runs_dir $(RUNS) -p results_dir $(RESULTS) -p device $(DEVICE))
 
 fashion: $(NB)/05_fashion.ipynb
 
-$(NB)/05_fashion.ipynb: notebooks/05_fashion.ipynb $(call run_notebooks,$(fashion_runs))
+$(NB)/05_fashion.ipynb: | notebooks/05_fashion.ipynb $(call run_notebooks,$(fashion_runs))
 	$(call notebook,05_fashion,$@,-p runs_dir $(RUNS) -p results_dir $(RESULTS) -p device $(DEVICE))
 
 tables: $(NB)/06_summary.ipynb
 
-$(NB)/06_summary.ipynb: notebooks/06_summary.ipynb $(call run_notebooks,$(mnist_runs) $(fashion_runs))
+$(NB)/06_summary.ipynb: | notebooks/06_summary.ipynb $(call run_notebooks,$(mnist_runs) $(fashion_runs))
 	$(call notebook,06_summary,$@,-p results_dir $(RESULTS))
 
 # HTML reports of the study's notebooks (not of every training run: 02_train is one per run).
