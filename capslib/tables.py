@@ -25,6 +25,7 @@ SEED_STUDY_ERROR = {("mnist", "routing 3, reconstruction"): 0.26}
 FASHION_REFERENCE_ERROR = {("fashion-mnist", "routing 3, reconstruction"): 6.4}
 
 CONFIGURATION_ORDER = list(PAPER_TABLE1)
+DATASET_ORDER = ["mnist", "fashion-mnist"]
 
 
 def run_table(runs: list[Run]) -> pd.DataFrame:
@@ -48,10 +49,9 @@ def run_table(runs: list[Run]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    order = {c: i for i, c in enumerate(CONFIGURATION_ORDER)}
+    order = {**{c: i for i, c in enumerate(CONFIGURATION_ORDER)}, **{d: i for i, d in enumerate(DATASET_ORDER)}}
     return table.sort_values(["dataset", "configuration", "seed"],
-                             key=lambda col: col.map(order) if col.name == "configuration" else col,
-                             ignore_index=True)
+                             key=lambda col: col if col.name == "seed" else col.map(order), ignore_index=True)
 
 
 def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,152 @@
+"""The training loop on CPU: learning, resuming, run folders, divergence, checkpoints, config."""
+
+import importlib
+import json
+
+import pytest
+import torch
+
+from capslib import checkpoint
+from capslib.config import TrainConfig
+from capslib.errors import CapslibError, RunFolderError, TrainingDiverged
+from capslib.runs import read_run
+from capslib.train import learning_rate, train
+
+QUIET = {"log": lambda *_: None}
+train_module = importlib.import_module("capslib.train")  # `capslib.train` the attribute is the function
+
+
+def small(tmp_path, name="run", **overrides):
+    """A run small enough for the CPU: 128 training and 50 test images, routing 1."""
+    values = dict(train_subset=128, test_subset=50, batch_size=64, epochs=2, routing_iterations=1,
+                  device="cpu", ckpt_dir=str(tmp_path / name))
+    return TrainConfig(**{**values, **overrides})
+
+
+def parameters(folder):
+    return checkpoint.load_checkpoint(folder)["model"]
+
+
+def test_a_short_training_run_learns(tmp_path):
+    run = train(small(tmp_path, train_subset=640, test_subset=300, batch_size=32), **QUIET)
+    accuracy = list(run.history.test_accuracy)
+    assert accuracy[-1] > 0.5, accuracy              # chance is 0.1
+    assert accuracy[-1] > accuracy[0] + 0.1, accuracy
+    assert run.info["status"] == "complete" and run.info["summary"]["epochs_done"] == 2
+
+
+def test_resume_continues_the_same_trajectory(tmp_path):
+    whole = train(small(tmp_path, "whole"), **QUIET)
+    train(small(tmp_path, "split", epochs=1), **QUIET)
+    split = train(small(tmp_path, "split"), resume=True, **QUIET)
+    for key, value in parameters(tmp_path / "whole").items():
+        assert torch.equal(value, parameters(tmp_path / "split")[key]), key
+    columns = ["epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy"]
+    assert whole.history[columns].equals(split.history[columns])
+    assert [s["start_epoch"] for s in split.info["sessions"]] == [0, 1]
+
+
+def test_a_finished_run_is_not_trained_again(tmp_path):
+    config = small(tmp_path, epochs=1)
+    train(config, **QUIET)
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    run = train(config, resume=True, **QUIET)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    assert len(run.history) == 1
+
+
+def test_a_non_empty_folder_is_never_overwritten(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(RunFolderError, match="is not empty"):
+        train(small(tmp_path), **QUIET)
+    with pytest.raises(RunFolderError, match="is not empty"):
+        train(small(tmp_path), resume=True, **QUIET)  # nothing to resume either
+    assert (folder / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_a_finished_run_needs_resume_to_continue(tmp_path):
+    train(small(tmp_path, epochs=1), **QUIET)
+    with pytest.raises(RunFolderError, match="--resume"):
+        train(small(tmp_path, epochs=2), **QUIET)
+
+
+def test_resume_refuses_a_different_setup(tmp_path):
+    train(small(tmp_path, epochs=1), **QUIET)
+    with pytest.raises(RunFolderError, match="routing_iterations: saved 1, requested 3"):
+        train(small(tmp_path, routing_iterations=3), resume=True, **QUIET)
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real_epoch_data = train_module.epoch_data
+
+    def poisoned(images, labels, seed, epoch, max_shift):
+        images, labels = real_epoch_data(images, labels, seed, epoch, max_shift)
+        return (images * float("nan") if epoch == 1 else images), labels
+
+    monkeypatch.setattr(train_module, "epoch_data", poisoned)
+    with pytest.raises(TrainingDiverged, match="epoch 2: loss is nan"):
+        train(small(tmp_path, epochs=3), **QUIET)
+    assert checkpoint.load_checkpoint(tmp_path / "run")["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in parameters(tmp_path / "run").values())
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "diverged"
+    assert list(read_run(tmp_path / "run").history.epoch) == [1]
+
+
+def test_logs_and_checkpoints_can_live_apart(tmp_path):
+    config = small(tmp_path, "ckpt", epochs=1, logs_dir=str(tmp_path / "logs"))
+    train(config, **QUIET)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["best.pt", "last.pt"]
+    logs = {p.name for p in (tmp_path / "logs").iterdir()}
+    assert {"metrics.csv", "run.json"} <= logs and any(n.startswith("events.out.tfevents") for n in logs)
+
+
+def test_checkpoint_round_trip_gives_the_same_model(tmp_path):
+    train(small(tmp_path, epochs=1), **QUIET)
+    model, config, saved = checkpoint.load_model(tmp_path / "run" / "best.pt")
+    assert config.routing_iterations == 1 and saved["epoch"] == 1
+    images = torch.rand(4, 1, 28, 28)
+    again, _, _ = checkpoint.load_model(tmp_path / "run")
+    assert torch.equal(model(images).scores, again(images).scores)
+
+
+def test_unreadable_checkpoints_are_refused_by_name(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(RunFolderError, match="junk.pt"):
+        checkpoint.load_checkpoint(junk)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(RunFolderError, match="not a capslib checkpoint"):
+        checkpoint.load_checkpoint(foreign)
+    with pytest.raises(RunFolderError, match="no such checkpoint"):
+        checkpoint.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_learning_rate_follows_the_seed_study_schedule():
+    config = TrainConfig()
+    assert [learning_rate(config, e) for e in (0, 1, 10)] == pytest.approx([1e-3, 9.5e-4, 1e-3 * 0.95 ** 10])
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("routing_iterations", 0, "routing_iterations must be a positive integer"),
+    ("batch_size", 0, "batch_size must be a positive integer"),
+    ("epochs", True, "epochs must be a positive integer"),
+    ("dataset", "cifar", "dataset must be one of"),
+    ("model", "resnet", "model must be one of"),
+    ("speed", "warp", "speed must be one of"),
+    ("lr", -1.0, "need lr > 0"),
+    ("lr_decay", 1.5, "need lr > 0"),
+    ("reconstruction", "maybe", "reconstruction must be True or False"),
+    ("train_subset", 0, "train_subset must be a positive integer or None"),
+])
+def test_config_validation_names_the_field(field, value, message):
+    with pytest.raises(CapslibError, match=message):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_batch_larger_than_the_training_set_is_refused(tmp_path):
+    with pytest.raises(CapslibError, match="exceeds the 32 training images"):
+        train(small(tmp_path, train_subset=32, batch_size=64), **QUIET)
