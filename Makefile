@@ -16,7 +16,7 @@
 #   make figures      03, 04      reconstructions and perturbations of the best MNIST routing-3 run
 #   make fashion      02, 05      Fashion-MNIST: routing 3 + reconstruction for every seed, its figures
 #   make tables       06_summary  tables beside the paper's Table 1, accuracy and loss curves
-#   make report       HTML of the executed notebooks, with and without code
+#   make report       HTML of the executed notebooks, without code (and with, not committed)
 
 PYTHON ?= python3
 CPU_TORCH := torch==2.13.0
@@ -130,11 +130,13 @@ tables: $(NB)/06_summary.ipynb
 $(NB)/06_summary.ipynb: | notebooks/06_summary.ipynb $(call run_notebooks,$(mnist_runs) $(fashion_runs))
 	$(call notebook,06_summary,$@,-p results_dir $(RESULTS))
 
-# HTML reports of the study's notebooks (not of every training run: 02_train is one per run).
+# HTML reports of the study's notebooks (not of every training run: 02_train is one per run):
+# results/html/ without code cells (committed), results/html/with-code/ (not committed: the executed
+# notebooks hold the same and regenerate it in seconds).
 REPORTED := 01_data_mnist 01_data_fashion-mnist 03_reconstruct_mnist 04_perturb_mnist 05_fashion 06_summary
 report: figures fashion tables data
-	$(PYTHON) -m jupyter nbconvert --to html --output-dir $(RESULTS)/html $(REPORTED:%=$(NB)/%.ipynb)
-	$(PYTHON) -m jupyter nbconvert --to html --no-input --output-dir $(RESULTS)/html/no-code $(REPORTED:%=$(NB)/%.ipynb)
+	$(PYTHON) -m jupyter nbconvert --to html --no-input --output-dir $(RESULTS)/html $(REPORTED:%=$(NB)/%.ipynb)
+	$(PYTHON) -m jupyter nbconvert --to html --output-dir $(RESULTS)/html/with-code $(REPORTED:%=$(NB)/%.ipynb)
 
 bench:
 	$(PYTHON) -m capslib bench --out-dir results

@@ -10,11 +10,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
 from .files import atomic_path
 from .model import CapsNet
@@ -23,12 +26,46 @@ DPI = 100
 PERTURBATION_DELTAS = np.round(np.arange(-0.25, 0.2501, 0.05), 2)  # 11 values, 0 in the middle
 
 
+def png_bytes(figure: Figure) -> bytes:
+    """`figure` as a PNG of exactly figsize × DPI pixels, in the smallest lossless mode that holds
+    it: 8-bit grey for grey figures (the image grids), a palette for few colours, else RGB. Keeps
+    the committed results and the notebooks that show them a fraction of matplotlib's RGBA size."""
+    figure.set_dpi(DPI)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    buffer = io.BytesIO()
+    _compact_image(rgba).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _compact_image(rgba: np.ndarray) -> Image.Image:
+    if not (rgba[..., 3] == 255).all():
+        return Image.fromarray(rgba, "RGBA")
+    rgb = np.ascontiguousarray(rgba[..., :3])
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return Image.fromarray(rgb[..., 0], "L")
+    image = Image.fromarray(rgb, "RGB")
+    if len(np.unique(rgb.reshape(-1, 3), axis=0)) <= 256:
+        palette = image.quantize(colors=256, method=Image.Quantize.MAXCOVERAGE)
+        if np.array_equal(np.asarray(palette.convert("RGB")), rgb):  # use it only if exact
+            return palette
+    return image
+
+
 def save_figure(figure: Figure, path: Path | str) -> Path:
-    """Write `figure` as a PNG of exactly figsize × DPI pixels (atomically)."""
+    """Write `figure` as a compact PNG (see png_bytes), atomically; return the path."""
     path = Path(path)
+    data = png_bytes(figure)
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=DPI)
+        tmp.write_bytes(data)
     return path
+
+
+def show(figure: Figure):
+    """The figure as an IPython image of the same compact PNG: what notebooks display."""
+    from IPython.display import Image as IPythonImage
+    return IPythonImage(data=png_bytes(figure))
 
 
 def tile(images: np.ndarray, gap: int = 1, fill: float = 1.0) -> np.ndarray:
@@ -86,7 +123,7 @@ def reconstruction_figure(images, reconstructions, labels, predictions, classes,
 
 
 def _short(name: str) -> str:
-    return name if len(name) <= 7 else name[:6] + "."
+    return name if len(name) <= 7 else name[:6].rstrip() + "."
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ def atomic_path(path: Path | str):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -26,3 +27,9 @@ def atomic_path(path: Path | str):
 def atomic_write_text(path: Path | str, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

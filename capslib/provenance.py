@@ -49,8 +49,8 @@ def command() -> str:
     if os.environ.get("CAPSLIB_COMMAND"):
         return os.environ["CAPSLIB_COMMAND"]
     program = Path(sys.argv[0]).name
-    program = "python -m capslib" if program == "__main__.py" else program
-    return shlex.join([program] + sys.argv[1:])
+    program = "python -m capslib" if program == "__main__.py" else shlex.quote(program)
+    return " ".join([program, shlex.join(sys.argv[1:])]).strip()
 
 
 def now() -> str:
