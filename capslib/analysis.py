@@ -88,6 +88,6 @@ def perturbation_figure_of(run: TrainedRun):
     run.require_decoder()
     _, capsules, _ = run.outputs
     chosen = perturbation_examples(run.labels, run.predictions)
-    panels = [perturb_capsule(run.model, capsules[i, c], c) for c, i in enumerate(chosen)]
-    titles = [f"{run.classes[c]} (test image {i})" for c, i in enumerate(chosen)]
+    panels = [perturb_capsule(run.model, capsules[i, c], c) for c, i in chosen.items()]
+    titles = [f"{run.classes[c]} (test image {i})" for c, i in chosen.items()]
     return perturbation_figure(panels, titles)

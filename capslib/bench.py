@@ -111,8 +111,8 @@ def run_benchmark(cases: list[BenchCase], steps: int = 100, warmup: int = 10, lo
 
 def add_speedups(table: pd.DataFrame) -> pd.DataFrame:
     """Each row's images/s over the fp32 reference of the same configuration at batch 128."""
-    def key(r):
-        return r.get("model", "capsnet"), r["routing"], r["reconstruction"]
+    def key(r):  # the baseline has no routing (None, or NaN once in a table: NaN never equals NaN)
+        return r.get("model", "capsnet"), r["routing"] if pd.notna(r["routing"]) else None, r["reconstruction"]
 
     reference = {key(r): r["images_per_second"] for r in table[table.path == "fp32"].to_dict("records")}
     table["speedup_vs_fp32"] = [

@@ -7,7 +7,6 @@ per-epoch history and the global RNG states: everything needed to continue the s
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
@@ -62,8 +61,9 @@ def load_checkpoint(path: Path) -> dict:
         raise RunFolderError(f"{path}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise RunFolderError(f"{path}: not a readable capslib checkpoint ({str(err).splitlines()[0]})") from None
+    except Exception as err:  # torch.load fails on foreign files in many ways (KeyError, IndexError, …)
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise RunFolderError(f"{path}: not a readable capslib checkpoint ({reason})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise RunFolderError(f"{path}: not a capslib checkpoint (format {FORMAT})")
     return checkpoint

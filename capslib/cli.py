@@ -167,10 +167,11 @@ def _check_result_path(args) -> None:
 def _load(args):
     from .analysis import load_trained
 
+    _check_result_path(args)
+    run = load_trained(args.ckpt_path, args.data_root, args.device, args.test_subset, args.verify)
     if args.meta_path:
         print("note: --meta-path is ignored: capslib checkpoints carry their model definition", file=sys.stderr)
-    _check_result_path(args)
-    return load_trained(args.ckpt_path, args.data_root, args.device, args.test_subset, args.verify)
+    return run
 
 
 def run_evaluate(args) -> None:

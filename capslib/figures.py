@@ -130,13 +130,16 @@ def _short(name: str) -> str:
 # Dimension perturbations
 
 
-def perturbation_examples(labels: np.ndarray, predictions: np.ndarray, num_classes: int = 10) -> list[int]:
-    """For each class, the first test image of that class that the model classifies correctly
-    (deterministic, so figures of different runs show the same digits where they can)."""
-    chosen = []
+def perturbation_examples(labels: np.ndarray, predictions: np.ndarray, num_classes: int = 10) -> dict[int, int]:
+    """Class → index of the first test image of that class that the model classifies correctly, or
+    of the class's first image if none is; classes absent from the images are left out.
+    Deterministic, so figures of different runs show the same images where they can."""
+    chosen = {}
     for c in range(num_classes):
-        hits = np.flatnonzero((labels == c) & (predictions == c))
-        chosen.append(int(hits[0]) if len(hits) else int(np.flatnonzero(labels == c)[0]))
+        of_class = np.flatnonzero(labels == c)
+        hits = of_class[predictions[of_class] == c]
+        if len(of_class):
+            chosen[c] = int(hits[0]) if len(hits) else int(of_class[0])
     return chosen
 
 

@@ -28,6 +28,13 @@ CONFIGURATION_ORDER = list(PAPER_TABLE1)
 DATASET_ORDER = ["mnist", "fashion-mnist"]
 
 
+RUN_COLUMNS = ["dataset", "configuration", "seed", "epochs", "final_test_error", "best_test_error", "best_epoch",
+               "mean_epoch_seconds", "wall_seconds", "device", "software", "commit", "date", "command", "run"]
+SUMMARY_COLUMNS = ["dataset", "configuration", "runs", "epochs", "final_error_mean", "final_error_std",
+                   "best_error_mean", "best_error_std", "paper_error", "paper_std", "other_reference_error",
+                   "gap_to_paper"]
+
+
 def run_table(runs: list[Run]) -> pd.DataFrame:
     """One row per run: its final and best test error (%) and where it came from."""
     rows = []
@@ -46,7 +53,7 @@ def run_table(runs: list[Run]) -> pd.DataFrame:
             "commit": session.get("commit"), "date": session.get("date"), "command": session.get("command"),
             "run": str(run.folder),
         })
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=RUN_COLUMNS)
     if table.empty:
         return table
     order = {**{c: i for i, c in enumerate(CONFIGURATION_ORDER)}, **{d: i for i, d in enumerate(DATASET_ORDER)}}
@@ -70,7 +77,7 @@ def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:
             "paper_error": paper[0], "paper_std": paper[1], "other_reference_error": reference,
             "gap_to_paper": _round(group.final_test_error.mean() - paper[0]) if paper[0] is not None else None,
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 def _round(value: float, digits: int = 3):
@@ -82,9 +89,9 @@ def markdown_table(table: pd.DataFrame) -> str:
     def cell(value) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return ""
-        return str(value).replace("|", "\\|")
+        return " ".join(str(value).split()).replace("|", "\\|")  # one line, pipes escaped
 
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines = ["| " + " | ".join(cell(c) for c in table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
@@ -102,7 +109,7 @@ def write_result_tables(runs_dir: Path | str, tables_dir: Path | str, pattern: s
 
     Rebuilt from the run folders each time (never appended), so concurrent or repeated calls agree."""
     per_run = run_table([r for r in find_runs(runs_dir, pattern) if r.info.get("status") == "complete"])
-    summary = summary_table(per_run) if not per_run.empty else pd.DataFrame()
+    summary = summary_table(per_run)
     tables_dir = Path(tables_dir)
     write_table(per_run, tables_dir / "runs", "Test error of every run (%)",
                 "final = the last epoch's test error; best = the lowest over all epochs (selected on the "

@@ -42,6 +42,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = False, log
         conflicts = resume_conflicts(TrainConfig.from_dict(saved["config"]), config)
         if conflicts:
             raise RunFolderError(f"{resume_from}: cannot resume with a different setup ({'; '.join(conflicts)})")
+        if saved["epoch"] >= config.epochs:
+            log(f"{ckpt_dir}: already trained for {saved['epoch']} epochs")
+            return read_run(log_dir)
     data = load_dataset(config.dataset, config.data_root, config.verify_checksums,
                         config.train_subset, config.test_subset)
     if len(data.train_images) < config.batch_size:
@@ -67,10 +70,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = False, log
             "train_images": len(data.train_images), "test_images": len(data.test_images),
             "sessions": sessions + [{**provenance(device), "start_epoch": start_epoch}], "status": "running"}
     write_run_info(log_dir, info)
-    if start_epoch >= config.epochs:
-        log(f"{ckpt_dir}: already trained for {start_epoch} epochs")
-        return _finish(log_dir, info, history, "complete")
-
     train_x, train_y = to_tensors(data.train_images, data.train_labels, device)
     test_x, test_y = to_tensors(data.test_images, data.test_labels, device)
     step = make_train_step(model, optimizer, path, device, config.batch_size)

@@ -1,0 +1,543 @@
+"""Tests of the command line (`capslib ...`, `python -m capslib ...`).
+
+- user mistakes: exit status 2, one line on stderr naming the flag or file, nothing written;
+- the seed study's flag spelling trains a run (checkpoints in --ckpt-dir, logs in --logs-dir);
+- --resume continues a finished run;
+- evaluate / reconstruct / perturb on the trained checkpoint.
+
+The two small runs (64 training images, 50 test images, 1 epoch, CPU) are trained once per module.
+Most calls go through `capslib.cli.main(argv)` in-process; two go through `python -m capslib` to
+check the real exit status and stderr of the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from capslib import data as D
+from capslib.checkpoint import load_checkpoint
+from capslib.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+MNIST = REPO / "data" / "mnist"
+PARAMETERS_WITH_DECODER, PARAMETERS_WITHOUT_DECODER = 8_215_568, 6_804_224
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    """Run `capslib argv` in-process: (exit status, stdout, stderr). argparse mistakes raise
+    SystemExit (status 2); capslib errors are returned by main()."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def one_line(stderr: str) -> str:
+    """The single line of `stderr`, asserting there is exactly one and no traceback."""
+    lines = stderr.strip("\n").splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{stderr}"
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file under `folder`: (size, mtime_ns, sha256); changes, additions and removals show."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns,
+                                         hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def train_argv(ckpt_dir: Path, logs_dir: Path, reconstruction: bool, *extra: str) -> list[str]:
+    """The seed study's spelling (with '='), plus the quick-run flags."""
+    return [
+        "train", f"--mnist-root-path={MNIST}", "--batch-size=32", "--routing-frequency=1",
+        f"--reconstruction-loss={reconstruction}", f"--ckpt-dir={ckpt_dir}", f"--logs-dir={logs_dir}",
+        "--train-subset", "64", "--test-subset", "50", "--epochs", "1", "--device", "cpu", *extra]
+
+
+def assert_png(path: Path, size: tuple[int, int] | None = None) -> None:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        image.load()  # decodes every pixel: a truncated file fails here
+        if size is not None:
+            assert image.size == size
+
+
+# ---------------------------------------------------------------------------------------------
+# the trained runs (module-scoped)
+
+
+class Trained:
+    def __init__(self, root: Path, name: str, reconstruction: bool):
+        self.ckpt, self.logs = root / f"{name}_ckpt", root / f"{name}_logs"
+        self.reconstruction = reconstruction
+        self.code, self.out, self.err = cli(*train_argv(self.ckpt, self.logs, reconstruction))
+
+    @property
+    def info(self) -> dict:
+        return json.loads((self.logs / "run.json").read_text())
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        return pd.read_csv(self.logs / "metrics.csv")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Trained]:
+    root = tmp_path_factory.mktemp("cli_runs")
+    return {"recon": Trained(root, "recon", True), "norecon": Trained(root, "norecon", False)}
+
+
+@pytest.fixture(scope="module")
+def recon(runs) -> Trained:
+    run = runs["recon"]
+    assert run.code == 0, run.err
+    return run
+
+
+@pytest.fixture(scope="module")
+def norecon(runs) -> Trained:
+    run = runs["norecon"]
+    assert run.code == 0, run.err
+    return run
+
+
+@pytest.fixture(scope="module")
+def resumed(norecon, tmp_path_factory):
+    """A copy of the finished 1-epoch run (without decoder), continued to --epochs 2."""
+    root = tmp_path_factory.mktemp("cli_resume")
+    ckpt, logs = root / "ckpt", root / "logs"
+    ckpt.mkdir()
+    shutil.copy2(norecon.ckpt / "last.pt", ckpt / "last.pt")
+    shutil.copytree(norecon.logs, logs)
+    argv = train_argv(ckpt, logs, False, "--resume")
+    argv[argv.index("--epochs") + 1] = "2"
+    code, out, err = cli(*argv)
+    return code, out, err, ckpt, logs
+
+
+# ---------------------------------------------------------------------------------------------
+# user mistakes: exit 2, one line naming the flag or file, before any work, nothing written
+
+QUICK = ["--train-subset", "64", "--test-subset", "50", "--epochs", "1", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--routing-frequency=0"], "--routing-frequency"),
+    (["--routing-frequency=-3"], "--routing-frequency"),
+    (["--batch-size=0"], "--batch-size"),
+    (["--batch-size=abc"], "--batch-size"),
+    (["--reconstruction-loss=maybe"], "--reconstruction-loss"),
+    (["--mnist-root-path=/does/not/exist"], "--mnist-root-path"),
+    (["--epochs=-1"], "--epochs"),
+    (["--lr=0"], "--lr"),
+    (["--lr=-0.001"], "--lr"),
+    (["--dataset=cifar10"], "--dataset"),
+    (["--model=resnet"], "--model"),
+])
+def test_train_flag_mistakes_exit_2_and_write_nothing(tmp_path, monkeypatch, argv, named):
+    monkeypatch.chdir(tmp_path)  # the default --ckpt-dir is runs/<name> under the working folder
+    # the mistake comes last, after valid flags, so that it alone stops the command
+    code, out, err = cli("train", *QUICK, *argv)
+    assert code == 2
+    line = one_line(err)
+    assert line.startswith("capslib train: error:")
+    assert named in line
+    assert out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_dataset_message_lists_the_choices(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("train", "--dataset", "svhn", *QUICK)
+    assert code == 2
+    line = one_line(err)
+    assert "'svhn'" in line and "mnist" in line and "fashion-mnist" in line
+
+
+def test_missing_data_folder_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("train", "--mnist-root-path=/does/not/exist", *QUICK)
+    assert code == 2 and "/does/not/exist" in one_line(err)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "reconstruct", "perturb"])
+def test_missing_checkpoint_is_named(tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "nope" / "last.pt"
+    code, out, err = cli(command, f"--ckpt-path={missing}", "--result-path", tmp_path / "r.png", "--device", "cpu")
+    assert code == 2
+    line = one_line(err)
+    assert "--ckpt-path" in line and str(missing) in line
+    assert out == "" and list(tmp_path.iterdir()) == []
+
+
+# A file that is not a checkpoint: torch's weights-only unpickler fails on it in many ways
+# (UnpicklingError, KeyError, IndexError, …); each must end in one line naming the file.
+@pytest.mark.parametrize("content", [
+    pytest.param(b'{"epoch": 1}\n', id="json"),
+    pytest.param(b"PK\x03\x04 not really a zip\n", id="zip-magic"),
+    pytest.param(b"this is not a checkpoint\n", id="prose"),
+    pytest.param(b"epoch,lr,train_loss\n1,0.001,0.5\n", id="metrics-csv"),
+    pytest.param(b"hello\n", id="hello"),
+    pytest.param(b"", id="empty"),
+])
+def test_non_checkpoint_file_is_named(tmp_path, monkeypatch, content):
+    monkeypatch.chdir(tmp_path)
+    fake = tmp_path / "model.pt"
+    fake.write_bytes(content)
+    code, out, err = cli("evaluate", f"--ckpt-path={fake}", "--device", "cpu", "--test-subset", "50")
+    assert code == 2, err
+    line = one_line(err)
+    assert line.startswith("capslib evaluate: error:") and str(fake) in line
+    assert fake.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_logs_folder_given_as_checkpoint_names_the_missing_file(recon, tmp_path):
+    # --ckpt-path may be a run folder (its last.pt): the logs folder holds none
+    code, _, err = cli("evaluate", f"--ckpt-path={recon.logs}", "--device", "cpu", "--test-subset", "50")
+    assert code == 2
+    assert str(recon.logs / "last.pt") in one_line(err)
+
+
+@pytest.mark.parametrize("command, suffix", [("evaluate", ".json"), ("reconstruct", ".png"), ("perturb", ".png")])
+def test_existing_result_path_is_left_untouched(recon, tmp_path, command, suffix):
+    result = tmp_path / f"result{suffix}"
+    result.write_bytes(b"precious \x00\x01 bytes\n")
+    before = snapshot(tmp_path)
+    code, out, err = cli(command, f"--ckpt-path={recon.ckpt / 'last.pt'}", f"--result-path={result}",
+                         "--device", "cpu", "--test-subset", "50")
+    assert code == 2
+    line = one_line(err)
+    assert "--result-path" in line and str(result) in line and "--overwrite" in line
+    assert out == ""
+    assert snapshot(tmp_path) == before
+
+
+def test_required_result_path_is_named(recon):
+    code, _, err = cli("reconstruct", f"--ckpt-path={recon.ckpt}", "--device", "cpu")
+    assert code == 2 and "--result-path" in one_line(err)
+
+
+@pytest.fixture
+def mnist_copy(tmp_path) -> Path:
+    root = tmp_path / "mnist_copy"
+    root.mkdir()
+    for path in MNIST.glob("*.gz"):
+        shutil.copy2(path, root / path.name)
+    assert len(list(root.iterdir())) == 4
+    return root
+
+
+@pytest.mark.parametrize("corruption", ["truncated-gzip", "truncated-idx"])
+def test_corrupt_idx_file_is_named(mnist_copy, tmp_path, monkeypatch, corruption):
+    monkeypatch.chdir(tmp_path)
+    victim = mnist_copy / "t10k-labels-idx1-ubyte.gz"
+    if corruption == "truncated-gzip":  # a cut-off download
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+        extra = []
+    else:  # a well-formed gzip of an IDX file that lost its last 10 labels (MD5 check off)
+        victim.write_bytes(gzip.compress(gzip.decompress(victim.read_bytes())[:-10]))
+        extra = ["--no-verify"]
+    ckpt = tmp_path / "ckpt"
+    before = snapshot(tmp_path)
+    code, out, err = cli("train", f"--mnist-root-path={mnist_copy}", f"--ckpt-dir={ckpt}", *QUICK, *extra)
+    assert code == 2
+    line = one_line(err)
+    assert str(victim) in line
+    if corruption == "truncated-idx":
+        assert "10000" in line  # the header's count, against the bytes present
+    assert not ckpt.exists()
+    assert snapshot(tmp_path) == before
+
+
+def test_changed_data_file_fails_the_md5_check(mnist_copy, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    victim = mnist_copy / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(victim.read_bytes()))
+    raw[-1] = (raw[-1] + 1) % 10  # a valid IDX file, one label changed
+    victim.write_bytes(gzip.compress(bytes(raw)))
+    code, _, err = cli("train", f"--mnist-root-path={mnist_copy}", f"--ckpt-dir={tmp_path / 'ckpt'}", *QUICK)
+    assert code == 2
+    line = one_line(err)
+    assert str(victim) in line and "MD5" in line
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_non_empty_ckpt_dir_without_resume(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "notes.txt").write_text("my notes\n")
+    (ckpt / "old.pt").write_bytes(b"\x80\x02 not mine to delete")
+    before = snapshot(tmp_path)
+    code, out, err = cli("train", f"--mnist-root-path={MNIST}", f"--ckpt-dir={ckpt}", *QUICK)
+    assert code == 2
+    line = one_line(err)
+    assert "--ckpt-dir" in line and str(ckpt) in line
+    assert out == ""
+    assert snapshot(tmp_path) == before
+
+
+def test_finished_run_without_resume_is_refused_and_kept(recon):
+    before = {"ckpt": snapshot(recon.ckpt), "logs": snapshot(recon.logs)}
+    code, out, err = cli(*train_argv(recon.ckpt, recon.logs, True))
+    assert code == 2
+    line = one_line(err)
+    assert "--ckpt-dir" in line and str(recon.ckpt) in line and "--resume" in line
+    assert {"ckpt": snapshot(recon.ckpt), "logs": snapshot(recon.logs)} == before
+
+
+def test_resume_with_a_different_setup_is_refused(norecon):
+    before = {"ckpt": snapshot(norecon.ckpt), "logs": snapshot(norecon.logs)}
+    code, _, err = cli(*train_argv(norecon.ckpt, norecon.logs, False, "--resume", "--seed", "2"))
+    assert code == 2
+    line = one_line(err)
+    assert "seed" in line and str(norecon.ckpt / "last.pt") in line
+    assert {"ckpt": snapshot(norecon.ckpt), "logs": snapshot(norecon.logs)} == before
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--paths", "nope"], "nope"),
+    (["--paths", "fp32,nope"], "nope"),
+    (["--batch-sizes", "128,0"], "--batch-sizes"),
+])
+def test_bench_mistakes(tmp_path, monkeypatch, argv, named):
+    monkeypatch.chdir(tmp_path)  # the default --out-dir is results/ under the working folder
+    code, out, err = cli("bench", *argv)
+    assert code == 2
+    line = one_line(err)
+    assert line.startswith("capslib bench: error:") and named in line
+    if "--paths" in argv:
+        assert "--paths" in line and "fp32" in line  # names the flag and the valid choices
+    assert out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_no_command_is_a_usage_error():
+    code, _, err = cli()
+    assert code == 2 and one_line(err).startswith("capslib: error:")
+
+
+# ---------------------------------------------------------------------------------------------
+# the real process: exit status and stderr
+
+
+def python_m_capslib(*argv, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "capslib", *map(str, argv)], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_process_exit_status_for_a_flag_mistake(tmp_path):
+    done = python_m_capslib("train", "--routing-frequency=0", "--device", "cpu", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--routing-frequency" in one_line(done.stderr)
+    assert done.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_process_exit_status_for_a_capslib_error(recon, tmp_path):
+    result = tmp_path / "taken.json"
+    result.write_text("{}\n")
+    done = python_m_capslib("evaluate", "--ckpt-path", recon.ckpt, "--result-path", result,
+                            "--meta-path", "model.meta", "--device", "cpu", cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr
+    # a mistake is one line: the --meta-path note comes only when the command goes ahead
+    assert len(lines) == 1
+    assert lines[0].startswith("capslib evaluate: error:") and str(result) in lines[0]
+    assert result.read_text() == "{}\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# training with the seed study's flags
+
+
+def test_seed_study_flags_train_a_run(recon):
+    assert recon.code == 0, recon.err
+    assert sorted(p.name for p in recon.ckpt.iterdir()) == ["best.pt", "last.pt"]
+    names = {p.name for p in recon.logs.iterdir()}
+    assert {"metrics.csv", "run.json"} <= names
+    assert not names & {"last.pt", "best.pt"}  # checkpoints only in --ckpt-dir
+    assert "final test error" in recon.out and str(recon.logs) in recon.out
+
+
+def test_run_json_records_the_flags(recon):
+    info = recon.info
+    config = info["config"]
+    assert info["status"] == "complete"
+    assert info["parameters"] == PARAMETERS_WITH_DECODER
+    assert (config["routing_iterations"], config["reconstruction"], config["batch_size"]) == (1, True, 32)
+    assert (config["train_subset"], config["test_subset"], config["epochs"]) == (64, 50, 1)
+    assert Path(config["data_root"]) == MNIST
+    assert Path(config["ckpt_dir"]) == recon.ckpt and Path(config["logs_dir"]) == recon.logs
+    assert (info["train_images"], info["test_images"]) == (64, 50)
+    assert info["summary"]["epochs_done"] == 1
+    assert len(info["sessions"]) == 1 and info["sessions"][0]["start_epoch"] == 0
+
+
+def test_metrics_csv_has_one_row_per_epoch(recon):
+    metrics = recon.metrics
+    assert metrics.epoch.tolist() == [1]
+    row = metrics.iloc[0]
+    assert row.lr == pytest.approx(1e-3)
+    assert 0 <= row.test_accuracy <= 1
+    assert row.test_error == pytest.approx(100 * (1 - row.test_accuracy))
+    # accuracy over 50 images is a multiple of 2%
+    assert round(row.test_accuracy * 50) == pytest.approx(row.test_accuracy * 50)
+    assert recon.info["summary"]["final_test_error"] == pytest.approx(row.test_error)
+    assert np.isfinite(row.train_reconstruction_loss) and row.train_reconstruction_loss > 0
+
+
+def test_checkpoints_hold_the_epoch_and_config(recon):
+    last = load_checkpoint(recon.ckpt / "last.pt")
+    assert last["epoch"] == 1
+    assert last["config"]["routing_iterations"] == 1 and last["config"]["reconstruction"] is True
+    assert any(key.startswith("decoder.") for key in last["model"])
+    assert load_checkpoint(recon.ckpt)["epoch"] == 1  # a folder means its last.pt
+
+
+def test_reconstruction_false_builds_no_decoder(norecon):
+    info = norecon.info
+    assert info["config"]["reconstruction"] is False and info["config"]["routing_iterations"] == 1
+    assert info["parameters"] == PARAMETERS_WITHOUT_DECODER
+    assert not any(key.startswith("decoder.") for key in load_checkpoint(norecon.ckpt / "last.pt")["model"])
+    metrics = norecon.metrics
+    assert metrics.train_reconstruction_loss.isna().all() and metrics.test_reconstruction_loss.isna().all()
+    assert (metrics.train_loss == metrics.train_margin_loss).all()
+
+
+def test_resume_continues_to_more_epochs(resumed, norecon):
+    code, out, err, ckpt, logs = resumed
+    assert code == 0, err
+    assert "resuming" in out
+    metrics = pd.read_csv(logs / "metrics.csv")
+    assert metrics.epoch.tolist() == [1, 2]
+    # epoch 1 is the original run's row, restored from the checkpoint's history
+    pd.testing.assert_series_equal(metrics.iloc[0], norecon.metrics.iloc[0], check_names=False)
+    assert metrics.lr.tolist() == pytest.approx([1e-3, 1e-3 * 0.95])
+    assert metrics.wall_seconds.iloc[1] > metrics.wall_seconds.iloc[0]
+    info = json.loads((logs / "run.json").read_text())
+    assert info["status"] == "complete" and info["summary"]["epochs_done"] == 2
+    assert info["config"]["epochs"] == 2
+    assert [s["start_epoch"] for s in info["sessions"]] == [0, 1]
+    assert load_checkpoint(ckpt / "last.pt")["epoch"] == 2
+    # the original run is untouched
+    assert norecon.metrics.epoch.tolist() == [1]
+
+
+def test_resume_of_a_finished_run_trains_nothing(resumed, tmp_path):
+    code, _, err, ckpt, logs = resumed
+    assert code == 0, err
+    ckpt, logs = shutil.copytree(ckpt, tmp_path / "ckpt"), shutil.copytree(logs, tmp_path / "logs")
+    before = {"ckpt": snapshot(ckpt), "logs": snapshot(logs)}
+    argv = train_argv(ckpt, logs, False, "--resume")
+    argv[argv.index("--epochs") + 1] = "2"
+    code, out, err = cli(*argv)
+    assert code == 0, err
+    assert "already trained for 2 epochs" in out
+    assert {"ckpt": snapshot(ckpt), "logs": snapshot(logs)} == before  # run.json and metrics.csv too
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate / reconstruct / perturb on the trained checkpoint
+
+
+def test_evaluate_writes_json(recon, tmp_path):
+    result = tmp_path / "sub" / "x.json"
+    code, out, err = cli("evaluate", f"--ckpt-path={recon.ckpt / 'last.pt'}", f"--result-path={result}",
+                         "--test-subset", "50", "--device", "cpu")
+    assert code == 0, err
+    report = json.loads(result.read_text())
+    matrix = np.array(report["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == 50
+    assert report["test_images"] == 50 and report["epoch"] == 1 and report["dataset"] == "mnist"
+    labels = D.read_idx(MNIST / "t10k-labels-idx1-ubyte.gz")[:50]
+    np.testing.assert_array_equal(matrix.sum(axis=1), np.bincount(labels, minlength=10))  # rows: true class
+    assert report["test_accuracy"] == pytest.approx(np.trace(matrix) / 50)
+    assert report["test_error_percent"] == pytest.approx(100 * (1 - report["test_accuracy"]))
+    # the same model on the same 50 images as the training run's last evaluation
+    assert report["test_accuracy"] == pytest.approx(recon.metrics.test_accuracy.iloc[-1])
+    assert "confusion matrix" in out
+
+
+def test_evaluate_run_folder_without_decoder(norecon):
+    # a folder means its last.pt; evaluation needs no decoder; no --result-path: nothing written
+    before = snapshot(norecon.ckpt)
+    code, out, err = cli("evaluate", f"--ckpt-path={norecon.ckpt}", "--test-subset", "50", "--device", "cpu")
+    assert code == 0, err
+    assert "test error" in out
+    assert snapshot(norecon.ckpt) == before
+
+
+def test_evaluate_overwrite_replaces_the_result(recon, tmp_path):
+    result = tmp_path / "x.json"
+    result.write_text("old\n")
+    code, _, err = cli("evaluate", f"--ckpt-path={recon.ckpt}", f"--result-path={result}", "--overwrite",
+                       "--test-subset", "20", "--device", "cpu")
+    assert code == 0, err
+    assert np.array(json.loads(result.read_text())["confusion_matrix"]).sum() == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]  # no temporary file left
+
+
+def test_reconstruct_writes_a_png_and_notes_meta_path(recon, tmp_path):
+    result = tmp_path / "reconstructions.png"
+    code, out, err = cli("reconstruct", f"--ckpt-path={recon.ckpt / 'best.pt'}", f"--result-path={result}",
+                         "--meta-path", "anything.meta", "--test-subset", "50", "--device", "cpu")
+    assert code == 0, err
+    line = one_line(err)
+    assert line.startswith("note:") and "--meta-path" in line
+    assert_png(result, (1280, 500))
+    assert str(result) in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reconstructions.png"]
+
+
+def test_perturb_writes_a_png(recon, tmp_path):
+    # the first 100 MNIST test images hold every class (the first 50 hold no 8: see the next test)
+    result = tmp_path / "perturbations.png"
+    code, _, err = cli("perturb", f"--ckpt-path={recon.ckpt}", f"--result-path={result}",
+                       "--meta-path=graph.meta", "--test-subset", "100", "--device", "cpu")
+    assert code == 0, err
+    assert "--meta-path" in one_line(err)
+    assert_png(result, (1800, 1020))
+
+
+def test_perturb_on_a_subset_missing_a_class(recon, tmp_path):
+    result = tmp_path / "perturbations.png"
+    code, _, err = cli("perturb", f"--ckpt-path={recon.ckpt}", f"--result-path={result}",
+                       "--test-subset", "50", "--device", "cpu")
+    assert code == 0, err
+    assert_png(result)
+
+
+@pytest.mark.parametrize("command", ["reconstruct", "perturb"])
+def test_figures_need_a_decoder(norecon, tmp_path, command):
+    result = tmp_path / "figure.png"
+    code, out, err = cli(command, f"--ckpt-path={norecon.ckpt}", f"--result-path={result}",
+                         "--test-subset", "50", "--device", "cpu")
+    assert code == 2
+    line = one_line(err)
+    assert line.startswith(f"capslib {command}: error:")
+    assert "decoder" in line and "--reconstruction-loss" in line
+    assert not result.exists() and list(tmp_path.iterdir()) == []

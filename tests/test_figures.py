@@ -1,0 +1,481 @@
+"""Tests of the figures (capslib.figures) and result tables (capslib.tables, capslib.runs,
+capslib.bench.add_speedups): pure functions on hand-made inputs, no training.
+
+Decoding uses a freshly initialised CapsNet (random weights, fixed seed): the perturbation tests
+check which capsule is decoded, not what the decoder has learned.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from capslib import figures as F
+from capslib import tables as T
+from capslib.bench import add_speedups
+from capslib.config import TrainConfig
+from capslib.data import DATASETS
+from capslib.errors import RunFolderError
+from capslib.model import CapsNet
+from capslib.runs import COLUMNS, best_run, find_runs, run_name, write_metrics, write_run_info
+
+MNIST_CLASSES = DATASETS["mnist"].classes
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def png_size(path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        image.load()  # decode every pixel
+        return image.size
+
+
+def expected_pixels(figure) -> tuple[int, int]:
+    width, height = figure.get_size_inches() * F.DPI
+    return round(width), round(height)
+
+
+def saved_size(figure, folder, name="figure.png") -> tuple[int, int]:
+    path = F.save_figure(figure, folder / name)
+    assert path == folder / name
+    assert sorted(p.name for p in folder.iterdir()) == [name]  # the temporary file is gone
+    return png_size(path)
+
+
+def missing(value) -> bool:
+    """None, or the NaN pandas turns it into in a numeric column."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# fake run folders
+
+
+def history(errors: list[float], epoch_seconds: float = 2.0) -> list[dict]:
+    rows = []
+    for i, error in enumerate(errors):
+        rows.append({"epoch": i + 1, "lr": 1e-3 * 0.95 ** i, "train_loss": 0.5 / (i + 1),
+                     "train_margin_loss": 0.4 / (i + 1), "train_reconstruction_loss": 20.0,
+                     "train_accuracy": 0.9, "test_loss": 0.6 / (i + 1), "test_margin_loss": 0.5 / (i + 1),
+                     "test_reconstruction_loss": 21.0, "test_accuracy": 1 - error / 100, "test_error": error,
+                     "epoch_seconds": epoch_seconds + i, "train_images_per_second": 1000.0,
+                     "wall_seconds": 10.0 * (i + 1)})
+    return rows
+
+
+def make_run(root, errors, status="complete", metrics=True, command="python -m capslib train", **config):
+    config = TrainConfig(**config)
+    folder = root / run_name(config)
+    info = {"config": config.to_dict(), "parameters": 1, "status": status,
+            "sessions": [{"command": "an earlier session", "commit": "old", "device": "old", "software": "old",
+                          "date": "2020-01-01T00:00:00Z", "start_epoch": 0},
+                         {"command": command, "commit": "abc123", "device": "1x GPU", "software": "torch",
+                          "date": "2025-01-01T00:00:00Z", "start_epoch": 1}]}
+    write_run_info(folder, info)
+    if metrics:
+        write_metrics(folder, history(errors))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Run folders as training leaves them: three complete MNIST runs, a Fashion-MNIST run, one
+    still running (the lowest error, so that choosing it would show) and one just started."""
+    root = tmp_path_factory.mktemp("study") / "runs"
+    folders = {
+        "r3s1": make_run(root, [0.50, 0.30], routing_iterations=3, reconstruction=True, seed=1,
+                         command="python -m capslib train | tee log"),
+        "r3s2": make_run(root, [0.28, 0.34], routing_iterations=3, reconstruction=True, seed=2),
+        "r1s1": make_run(root, [0.45, 0.40], routing_iterations=1, reconstruction=False, seed=1),
+        "fashion": make_run(root, [9.0, 8.0], dataset="fashion-mnist", seed=1),
+        "running": make_run(root, [0.10], status="running", routing_iterations=3, reconstruction=True, seed=3),
+        "starting": make_run(root, [], status="running", metrics=False, routing_iterations=3,
+                             reconstruction=True, seed=4),
+    }
+    return root, folders
+
+
+@pytest.fixture(scope="module")
+def per_run(study):
+    root, _ = study
+    return T.run_table([r for r in find_runs(root) if r.info["status"] == "complete"])
+
+
+# ---------------------------------------------------------------------------------------------
+# PNG sizes: exactly figsize × DPI pixels
+
+
+def test_dpi():
+    assert F.DPI == 100
+
+
+def test_reconstruction_figure_size(tmp_path):
+    n = 40
+    images, reconstructions = rng(0).random((n, 1, 28, 28)), torch.rand(n, 784)
+    labels = np.arange(n) % 10
+    predictions = labels.copy()
+    predictions[::3] = (labels[::3] + 1) % 10  # some misclassified
+    figure = F.reconstruction_figure(images, reconstructions, labels, predictions, MNIST_CLASSES, per_row=8)
+    assert expected_pixels(figure) == (1280, 500)
+    assert saved_size(figure, tmp_path) == (1280, 500)
+
+
+def test_reconstruction_figure_size_follows_per_row_and_missing_errors(tmp_path):
+    labels = np.arange(12) % 10
+    figure = F.reconstruction_figure(rng(1).random((12, 784)), rng(2).random((12, 784)), labels, labels,
+                                     MNIST_CLASSES, per_row=3)  # no misclassified image: blank cells
+    assert figure.get_size_inches() == pytest.approx((4.8, 5.0))
+    assert saved_size(figure, tmp_path) == expected_pixels(figure) == (480, 500)
+
+
+@pytest.mark.parametrize("panels, pixels", [(10, (1800, 1020)), (3, (1800, 510))])
+def test_perturbation_figure_size(tmp_path, panels, pixels):
+    grids = [rng(i).random((16, 11, 28, 28)) for i in range(panels)]
+    figure = F.perturbation_figure(grids, [f"class {i}" for i in range(panels)])
+    assert expected_pixels(figure) == pixels
+    assert saved_size(figure, tmp_path) == pixels
+
+
+def test_curve_figure_sizes(study, tmp_path):
+    root, _ = study
+    runs = find_runs(root, "mnist_*")
+    assert len(runs) == 4
+    for maker in (F.accuracy_figure, F.loss_figure):
+        figure = maker(runs, title="t")
+        assert expected_pixels(figure) == (900, 550)
+        assert saved_size(figure, tmp_path, f"{maker.__name__}.png") == (900, 550)
+        (tmp_path / f"{maker.__name__}.png").unlink()
+
+
+def test_accuracy_figure_one_legend_entry_per_configuration(study):
+    root, _ = study
+    runs = find_runs(root, "mnist_*")
+    labels = [t.get_text() for t in F.accuracy_figure(runs).axes[0].get_legend().get_texts()]
+    assert sorted(labels) == ["routing 1, no reconstruction", "routing 3, reconstruction"]
+
+
+def test_confusion_figure_size(tmp_path):
+    matrix = rng(3).integers(0, 20, (10, 10))
+    figure = F.confusion_figure(matrix, DATASETS["fashion-mnist"].classes)
+    assert saved_size(figure, tmp_path) == expected_pixels(figure) == (700, 600)
+
+
+def test_sample_figure_size(tmp_path):
+    images = rng(4).integers(0, 256, (200, 28, 28), dtype=np.uint8)
+    labels = np.arange(200) % 10
+    figure = F.sample_figure(images, labels, MNIST_CLASSES)
+    assert saved_size(figure, tmp_path) == expected_pixels(figure) == (740, 640)
+
+
+def test_save_figure_replaces_an_existing_file(tmp_path):
+    path = tmp_path / "figure.png"
+    path.write_bytes(b"old")
+    F.save_figure(F.confusion_figure(np.eye(10, dtype=int), MNIST_CLASSES), path)
+    assert png_size(path) == (700, 600)
+
+
+# ---------------------------------------------------------------------------------------------
+# layout and example selection
+
+
+def test_tile_layout_and_gap_fill():
+    images = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2) + 1  # no zeros, no fill value
+    canvas = F.tile(images, gap=1, fill=0.5)
+    assert canvas.shape == (2 * 3 - 1, 3 * 3 - 1) == (5, 8)
+    for r in range(2):
+        for c in range(3):
+            np.testing.assert_array_equal(canvas[3 * r:3 * r + 2, 3 * c:3 * c + 2], images[r, c])
+    gaps = np.zeros(canvas.shape, bool)
+    gaps[2, :], gaps[:, 2], gaps[:, 5] = True, True, True
+    assert (canvas[gaps] == 0.5).all()
+    assert not np.isin(canvas[~gaps], [0.5]).any()
+
+
+def test_tile_without_gap_and_default_fill():
+    images = np.zeros((1, 2, 3, 4), np.float32)
+    assert F.tile(images, gap=0).shape == (3, 8)
+    canvas = F.tile(images, gap=2)
+    assert canvas.shape == (3, 10) and (canvas[:, 4:6] == 1.0).all() and canvas.dtype == np.float32
+
+
+def test_reconstruction_examples_first_correct_and_wrong():
+    labels = np.array([0, 1, 2, 3, 4, 5, 6, 7])
+    predictions = np.array([0, 9, 2, 9, 4, 5, 0, 7])
+    correct, wrong = F.reconstruction_examples(labels, predictions, per_group=3)
+    assert correct.tolist() == [0, 2, 4] and wrong.tolist() == [1, 3, 6]
+    correct, wrong = F.reconstruction_examples(labels, predictions, per_group=16)
+    assert correct.tolist() == [0, 2, 4, 5, 7] and wrong.tolist() == [1, 3, 6]
+
+
+def test_perturbation_examples_first_correct_per_class_else_first_of_class():
+    labels = np.array([3, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 3, 9])
+    predictions = labels.copy()
+    predictions[0] = 5   # the first 3 is wrong: the 3 at index 4 is chosen
+    predictions[1] = 7   # the first 0 is wrong: the 0 at index 11
+    predictions[10] = 1  # both 9s wrong: fall back to the first 9 (index 10)
+    predictions[13] = 1
+    chosen = F.perturbation_examples(labels, predictions)
+    assert chosen == dict(enumerate([11, 2, 3, 4, 5, 6, 7, 8, 9, 10]))
+    assert all(isinstance(i, int) for i in chosen.values())
+    assert F.perturbation_examples(labels[:3], predictions[:3]) == {0: 1, 1: 2, 3: 0}  # absent classes left out
+
+
+def test_perturbation_deltas():
+    deltas = F.PERTURBATION_DELTAS
+    assert len(deltas) == 11
+    assert deltas[0] == pytest.approx(-0.25) and deltas[-1] == pytest.approx(0.25)
+    assert deltas[5] == 0
+    np.testing.assert_allclose(np.diff(deltas), 0.05, atol=1e-12)
+    np.testing.assert_allclose(deltas, -deltas[::-1], atol=1e-12)  # symmetric about the middle
+
+
+# ---------------------------------------------------------------------------------------------
+# perturb_capsule on a random CapsNet
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return CapsNet().eval()
+
+
+@pytest.fixture(scope="module")
+def capsule():
+    generator = torch.Generator().manual_seed(1)
+    return 0.3 * torch.randn(16, generator=generator)
+
+
+def decode(model, capsule, cls):
+    capsules = torch.zeros(1, 10, 16)
+    capsules[0, cls] = capsule
+    with torch.no_grad():
+        return model.decode(capsules, torch.tensor([cls])).reshape(28, 28).numpy()
+
+
+@pytest.fixture(scope="module")
+def grid(model, capsule):
+    return F.perturb_capsule(model, capsule, 4)
+
+
+def test_perturb_capsule_shape(grid):
+    assert grid.shape == (16, 11, 28, 28)
+    assert grid.dtype == np.float32
+    assert (grid >= 0).all() and (grid <= 1).all()  # sigmoid output
+
+
+def test_perturb_capsule_middle_column_is_unperturbed(model, capsule, grid):
+    unperturbed = decode(model, capsule, 4)
+    for d in range(16):
+        np.testing.assert_allclose(grid[d, 5], unperturbed, atol=1e-5)
+
+
+@pytest.mark.parametrize("d, k", [(3, 9), (0, 0), (15, 10)])
+def test_perturb_capsule_shifts_one_dimension(model, capsule, grid, d, k):
+    shifted = capsule.clone()
+    shifted[d] += float(F.PERTURBATION_DELTAS[k])
+    np.testing.assert_allclose(grid[d, k], decode(model, shifted, 4), atol=1e-5)
+    # a real change, and not the one of another dimension
+    assert np.abs(grid[d, k] - grid[d, 5]).max() > 1e-4
+    other = (d + 1) % 16
+    assert np.abs(grid[d, k] - grid[other, k]).max() > 1e-4
+
+
+def test_perturb_capsule_uses_the_class(model, capsule, grid):
+    # the decoder masks every capsule but the given class's: another class decodes differently
+    assert np.abs(F.perturb_capsule(model, capsule, 7)[:, 5] - grid[:, 5]).max() > 1e-4
+    np.testing.assert_allclose(F.perturb_capsule(model, capsule, 7)[2, 5], decode(model, capsule, 7), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+
+RUN_COLUMNS = ["dataset", "configuration", "seed", "epochs", "final_test_error", "best_test_error", "best_epoch",
+               "mean_epoch_seconds", "wall_seconds", "device", "software", "commit", "date", "command", "run"]
+SUMMARY_COLUMNS = ["dataset", "configuration", "runs", "epochs", "final_error_mean", "final_error_std",
+                   "best_error_mean", "best_error_std", "paper_error", "paper_std", "other_reference_error",
+                   "gap_to_paper"]
+
+
+def test_find_runs_skips_a_run_just_started(study):
+    root, folders = study
+    found = {r.folder for r in find_runs(root)}
+    assert folders["starting"] not in found
+    assert found == {f for name, f in folders.items() if name != "starting"}
+
+
+def test_run_table(per_run, study):
+    _, folders = study
+    assert list(per_run.columns) == RUN_COLUMNS
+    assert len(per_run) == 4
+    rows = {(r.dataset, r.configuration, r.seed): r for r in per_run.itertuples()}
+    r3s1 = rows[("mnist", "routing 3, reconstruction", 1)]
+    assert (r3s1.final_test_error, r3s1.best_test_error, r3s1.best_epoch, r3s1.epochs) == (0.30, 0.30, 2, 2)
+    r3s2 = rows[("mnist", "routing 3, reconstruction", 2)]
+    assert (r3s2.final_test_error, r3s2.best_test_error, r3s2.best_epoch) == (0.34, 0.28, 1)  # final, not best
+    assert r3s2.mean_epoch_seconds == 2.5 and r3s2.wall_seconds == 20.0
+    assert r3s2.run == str(folders["r3s2"])
+    # provenance of the latest session
+    assert (r3s1.device, r3s1.commit, r3s1.command) == ("1x GPU", "abc123", "python -m capslib train | tee log")
+    assert rows[("fashion-mnist", "routing 3, reconstruction", 1)].final_test_error == 8.0
+
+
+def test_run_table_order(per_run):
+    # datasets (MNIST first), then Table 1's configuration order, then seeds
+    assert list(zip(per_run.dataset, per_run.configuration, per_run.seed)) == [
+        ("mnist", "routing 1, no reconstruction", 1),
+        ("mnist", "routing 3, reconstruction", 1),
+        ("mnist", "routing 3, reconstruction", 2),
+        ("fashion-mnist", "routing 3, reconstruction", 1),
+    ]
+
+
+def test_run_table_of_no_runs_is_empty():
+    assert T.run_table([]).empty
+
+
+def test_summary_table(per_run):
+    summary = T.summary_table(per_run)
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    rows = {(r["dataset"], r["configuration"]): r for r in summary.to_dict("records")}
+    assert len(rows) == len(summary) == 3
+
+    r3 = rows[("mnist", "routing 3, reconstruction")]
+    finals, bests = [0.30, 0.34], [0.30, 0.28]
+    mean = sum(finals) / 2
+    std = math.sqrt(sum((x - mean) ** 2 for x in finals) / (2 - 1))  # sample std, ddof=1
+    best_mean = sum(bests) / 2
+    best_std = math.sqrt(sum((x - best_mean) ** 2 for x in bests) / (2 - 1))
+    assert r3["runs"] == 2 and r3["epochs"] == "2"
+    assert r3["final_error_mean"] == pytest.approx(round(mean, 3)) == pytest.approx(0.32)
+    assert r3["final_error_std"] == pytest.approx(round(std, 3)) == pytest.approx(0.028)
+    assert r3["best_error_mean"] == pytest.approx(0.29)
+    assert r3["best_error_std"] == pytest.approx(round(best_std, 3)) == pytest.approx(0.014)
+    assert (r3["paper_error"], r3["paper_std"]) == (0.25, 0.005)
+    assert r3["other_reference_error"] == 0.26  # the TensorFlow study's 99.74%
+    assert r3["gap_to_paper"] == pytest.approx(round(mean - 0.25, 3)) == pytest.approx(0.07)
+
+    r1 = rows[("mnist", "routing 1, no reconstruction")]
+    assert r1["runs"] == 1 and r1["final_error_mean"] == 0.40
+    assert missing(r1["final_error_std"]) and missing(r1["best_error_std"])  # one seed: no std
+    assert (r1["paper_error"], r1["paper_std"]) == (0.34, 0.032)
+    assert r1["gap_to_paper"] == pytest.approx(0.06)
+
+    fashion = rows[("fashion-mnist", "routing 3, reconstruction")]
+    assert missing(fashion["paper_error"]) and missing(fashion["gap_to_paper"])  # Table 1 is MNIST only
+    assert fashion["other_reference_error"] == 6.4
+
+
+def test_summary_table_ddof1_matches_pandas_by_hand():
+    per_run = pd.DataFrame({"dataset": ["mnist"] * 3, "configuration": ["baseline CNN"] * 3,
+                            "epochs": [40, 40, 50], "final_test_error": [0.40, 0.35, 0.45],
+                            "best_test_error": [0.30, 0.30, 0.30]})
+    row = T.summary_table(per_run).iloc[0]
+    assert row.final_error_mean == pytest.approx(0.4)
+    assert row.final_error_std == pytest.approx(0.05)  # sqrt((0.0025 + 0 + 0.0025) / 2)
+    assert row.best_error_std == 0
+    assert row.epochs == "40/50"
+    assert row.paper_error == 0.39 and row.gap_to_paper == pytest.approx(0.01)
+
+
+def test_markdown_table_escapes_pipes_and_blanks_missing_values():
+    table = pd.DataFrame({"name": ["a|b", "plain"], "value": [1.5, float("nan")], "note": [None, "x"],
+                          "n": [1, 2]})
+    lines = T.markdown_table(table).splitlines()
+    assert lines[0] == "| name | value | note | n |"
+    assert lines[1] == "|---|---|---|---|"
+    assert lines[2] == "| a\\|b | 1.5 |  | 1 |"
+    assert lines[3] == "| plain |  | x | 2 |"
+    assert len(lines) == 4 and T.markdown_table(table).endswith("\n")
+    # every row splits into as many cells as the header, once escaped pipes are set aside
+    for line in lines:
+        assert line.replace("\\|", "").count("|") == 5
+
+
+def test_write_result_tables(study, tmp_path):
+    root, folders = study
+    per_run, summary = T.write_result_tables(root, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.csv", "runs.md", "summary.csv", "summary.md"]
+    runs_csv, summary_csv = pd.read_csv(tmp_path / "runs.csv"), pd.read_csv(tmp_path / "summary.csv")
+    assert list(runs_csv.columns) == RUN_COLUMNS and list(summary_csv.columns) == SUMMARY_COLUMNS
+    # the running run and the one just started are left out
+    assert len(runs_csv) == len(per_run) == 4
+    assert str(folders["running"]) not in set(runs_csv.run)
+    assert sorted(runs_csv.seed[runs_csv.configuration == "routing 3, reconstruction"]) == [1, 1, 2]
+    assert len(summary_csv) == len(summary) == 3
+    r3 = summary_csv[(summary_csv.dataset == "mnist") & (summary_csv.configuration == "routing 3, reconstruction")]
+    assert r3.runs.item() == 2 and r3.final_error_mean.item() == pytest.approx(0.32)
+    runs_md = (tmp_path / "runs.md").read_text()
+    assert runs_md.startswith("# ") and "| dataset | configuration |" in runs_md
+    assert "python -m capslib train \\| tee log" in runs_md  # the command's pipe, escaped
+    summary_md = (tmp_path / "summary.md").read_text()
+    assert summary_md.count("\n| mnist |") == 2
+    for text in (runs_md, summary_md):  # missing values are empty cells, not 'nan' or 'None'
+        assert "| nan |" not in text and "| None |" not in text
+    assert "|  |" in summary_md
+
+
+def test_write_result_tables_is_rebuilt_not_appended(study, tmp_path):
+    root, _ = study
+    T.write_result_tables(root, tmp_path)
+    first = (tmp_path / "runs.csv").read_text()
+    T.write_result_tables(root, tmp_path)
+    assert (tmp_path / "runs.csv").read_text() == first
+
+
+def test_best_run_picks_the_lowest_final_error(study):
+    root, folders = study
+    # seed 2 has the lowest best-epoch error (0.28) and the running seed 3 the lowest of all (0.10):
+    # neither counts; seed 1's final 0.30 beats seed 2's final 0.34
+    assert best_run(root, "mnist_routing3_recon_seed*").folder == folders["r3s1"]
+    assert best_run(root, "mnist_*").folder == folders["r3s1"]
+    assert best_run(root, "fashion-mnist_*").folder == folders["fashion"]
+    with pytest.raises(RunFolderError, match="no completed run"):
+        best_run(root, "mnist_baseline_*")
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmark speed-ups
+
+
+def bench_row(path, routing, reconstruction, images_per_second, batch_size=128, model="capsnet"):
+    return {"model": model, "path": path, "routing": routing, "reconstruction": reconstruction,
+            "batch_size": batch_size, "images_per_second": images_per_second}
+
+
+def test_add_speedups():
+    table = pd.DataFrame([
+        bench_row("fp32", 3, True, 1000),
+        bench_row("graph", 3, True, 7000),
+        bench_row("bf16", 3, True, 1500),
+        bench_row("fp32", 1, False, 2000),
+        bench_row("graph", 1, False, 3000),
+        bench_row("graph", 3, True, 10000, batch_size=512),  # over fp32 at batch 128
+        {"model": "capsnet", "path": "compile", "routing": 3, "reconstruction": True, "batch_size": 128,
+         "error": "RuntimeError: broken"},  # a path that failed: no speed-up
+    ])
+    speedups = add_speedups(table).speedup_vs_fp32.tolist()
+    assert speedups[:6] == [1.0, 7.0, 1.5, 1.0, 1.5, 10.0]
+    assert missing(speedups[6])
+
+
+def test_add_speedups_baseline():
+    table = pd.DataFrame([
+        bench_row("fp32", 3, True, 1000),
+        bench_row("graph", 3, True, 7000),
+        bench_row("fp32", None, False, 100, model="baseline"),  # as run_benchmark builds them
+        bench_row("graph", None, False, 400, model="baseline"),
+    ])
+    assert add_speedups(table).speedup_vs_fp32.tolist() == [1.0, 7.0, 1.0, 4.0]

@@ -1,0 +1,291 @@
+"""The study's notebooks, executed the way the Makefile runs them.
+
+`make PROFILE=tiny STUDY_DIR=<tmp> reproduce` runs once per module (about two minutes on two CPU
+cores: every notebook, four 1-epoch training runs on 256 images, the HTML reports); the tests
+check what it wrote. Also: the committed notebooks are clean and parameterised with plain
+literals, and a bad parameter makes papermill and make fail loudly, leaving no finished target.
+
+Run only these with `python -m pytest -m notebooks`, or skip them with `-m "not notebooks"`.
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.notebooks
+
+REPO = Path(__file__).resolve().parent.parent
+SOURCES = sorted((REPO / "notebooks").glob("*.ipynb"))
+TRAIN_RUNS = ["mnist_routing1_norecon_seed1", "mnist_routing3_recon_seed1", "mnist_baseline_seed1",
+              "fashion-mnist_routing3_recon_seed1"]
+REPORTED = ["01_data_mnist", "01_data_fashion-mnist", "03_reconstruct_mnist", "04_perturb_mnist", "05_fashion",
+            "06_summary"]
+EXECUTED = REPORTED + [f"train/{run}" for run in TRAIN_RUNS]
+FIGURES = {  # name -> exact size in pixels, where the layout fixes it
+    "mnist_samples.png": None, "fashion-mnist_samples.png": None,
+    "mnist_reconstructions.png": (1280, 500), "mnist_perturbations.png": (1800, 1020), "mnist_confusion.png": None,
+    "mnist_accuracy.png": (900, 550), "mnist_accuracy_routing1.png": (900, 550),
+    "mnist_accuracy_routing3.png": (900, 550), "mnist_loss.png": (900, 550),
+    "fashion-mnist_accuracy.png": (900, 550), "fashion-mnist_loss.png": (900, 550),
+    "fashion-mnist_reconstructions.png": (1280, 500), "fashion-mnist_perturbations.png": (1800, 1020),
+    "fashion-mnist_confusion.png": None,
+}
+RUN_COLUMNS = ["dataset", "configuration", "seed", "epochs", "final_test_error", "best_test_error", "best_epoch",
+               "mean_epoch_seconds", "wall_seconds", "device", "software", "commit", "date", "command", "run"]
+SUMMARY_COLUMNS = ["dataset", "configuration", "runs", "epochs", "final_error_mean", "final_error_std",
+                   "best_error_mean", "best_error_std", "paper_error", "paper_std", "other_reference_error",
+                   "gap_to_paper"]
+CONFIGURATIONS = {("mnist", "routing 1, no reconstruction"), ("mnist", "routing 3, reconstruction"),
+                  ("mnist", "baseline CNN"), ("fashion-mnist", "routing 3, reconstruction")}
+ROUTING_MESSAGE = "routing_iterations must be a positive integer"
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def run_command(command: list[str], timeout: float) -> tuple[int, str]:
+    """Run `command` in the repository root in its own process group (killed whole on timeout);
+    return its exit status and its stdout and stderr together."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"{' '.join(command)} ran past {timeout} s:\n{output[-5000:]}")
+    return process.returncode, output
+
+
+def make(study_dir: Path, *targets: str, timeout: float = 400) -> tuple[int, str]:
+    return run_command(["make", f"PYTHON={sys.executable}", "PROFILE=tiny", f"STUDY_DIR={study_dir}", *targets],
+                       timeout)
+
+
+def read_notebook(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def code_cells(notebook: dict) -> list[dict]:
+    return [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def tags(cell: dict) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def parameter_names(notebook: dict) -> set[str]:
+    (cell,) = [c for c in notebook["cells"] if "parameters" in tags(c)]
+    return {node.targets[0].id for node in ast.parse(source(cell)).body}
+
+
+EMBEDDED_PNG = re.compile(r'<img[^>]*\ssrc="data:image/png;base64,')
+
+
+def body(page: str) -> str:
+    """The page after its <head> (whose CSS names every class)."""
+    return page.split("<body", 1)[1]
+
+
+def visible_text(page: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", body(page)))
+
+
+# ---------------------------------------------------------------------------------------------
+# the tiny study (module-scoped)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    study_dir = tmp_path_factory.mktemp("study")
+    code, output = make(study_dir, "reproduce", timeout=400)
+    assert code == 0, f"make reproduce failed with status {code}:\n{output[-8000:]}"
+    return study_dir
+
+
+@pytest.fixture(scope="module")
+def results(study) -> Path:
+    return study / "results"
+
+
+@pytest.mark.parametrize("name", EXECUTED)
+def test_executed_notebook_ran_every_cell_without_error(results, name):
+    path = results / "notebooks" / f"{name}.ipynb"
+    assert path.is_file(), f"{path} missing"
+    notebook = read_notebook(path)
+    errors = [o for cell in notebook["cells"] for o in cell.get("outputs", []) if o["output_type"] == "error"]
+    assert errors == [], errors
+    assert not notebook["metadata"]["papermill"].get("exception")
+    assert all(cell["execution_count"] is not None for cell in code_cells(notebook))
+    injected = [c for c in notebook["cells"] if "injected-parameters" in tags(c)]
+    assert len(injected) == 1
+
+
+def test_exactly_the_expected_notebooks_and_no_partial_ones(study, results):
+    executed = {str(p.relative_to(results / "notebooks").with_suffix(""))
+                for p in (results / "notebooks").rglob("*.ipynb")}
+    assert executed == set(EXECUTED)
+    assert list(study.rglob("*.partial.ipynb")) == []
+
+
+def test_makefile_parameters_exist_in_the_notebooks(results):
+    # papermill only warns about a parameter the notebook does not define: a typo in the Makefile
+    # would silently run with the default
+    names = {p.stem: parameter_names(read_notebook(p)) for p in SOURCES}
+    for name in EXECUTED:
+        executed = read_notebook(results / "notebooks" / f"{name}.ipynb")
+        source_name = executed["metadata"]["papermill"]["input_path"]
+        passed = set(executed["metadata"]["papermill"]["parameters"])
+        assert passed, name
+        assert passed <= names[Path(source_name).stem], (name, passed - names[Path(source_name).stem])
+
+
+@pytest.mark.parametrize("run", TRAIN_RUNS)
+def test_training_runs_used_the_tiny_profile(study, results, run):
+    parameters = read_notebook(results / "notebooks" / "train" / f"{run}.ipynb")["metadata"]["papermill"]["parameters"]
+    assert (parameters["epochs"], parameters["train_subset"], parameters["test_subset"]) == (1, 256, 100)
+    assert parameters["device"] == "cpu"
+    info = json.loads((results / "runs" / run / "run.json").read_text())
+    assert info["status"] == "complete" and info["summary"]["epochs_done"] == 1
+    assert (info["train_images"], info["test_images"]) == (256, 100)
+    assert "papermill" in info["sessions"][-1]["command"]  # CAPSLIB_COMMAND: the provenance names the command
+    assert pd.read_csv(results / "runs" / run / "metrics.csv").epoch.tolist() == [1]
+    assert (study / "runs" / run / "last.pt").is_file() and (study / "runs" / run / "best.pt").is_file()
+
+
+def test_every_figure_decodes(results):
+    pngs = sorted(results.rglob("*.png"))
+    assert set(FIGURES) <= {p.name for p in pngs if p.parent == results / "figures"}
+    for path in pngs:
+        with Image.open(path) as image:
+            assert image.format == "PNG", path
+            image.load()  # decode every pixel
+            if FIGURES.get(path.name):
+                assert image.size == FIGURES[path.name], path
+
+
+def test_result_tables(results):
+    runs = pd.read_csv(results / "tables" / "runs.csv")
+    assert list(runs.columns) == RUN_COLUMNS
+    assert len(runs) == len(TRAIN_RUNS)
+    assert set(zip(runs.dataset, runs.configuration)) == CONFIGURATIONS
+    assert (runs.seed == 1).all() and (runs.epochs == 1).all()
+    assert runs.final_test_error.between(0, 100).all()
+    assert {Path(r).name for r in runs.run} == set(TRAIN_RUNS)
+    summary = pd.read_csv(results / "tables" / "summary.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert len(summary) == len(CONFIGURATIONS)
+    assert set(zip(summary.dataset, summary.configuration)) == CONFIGURATIONS
+    assert (summary.runs == 1).all()
+    assert summary.final_error_std.isna().all()  # one seed each: no standard deviation
+    for table in ("runs", "summary"):
+        assert (results / "tables" / f"{table}.md").read_text().startswith("# ")
+    balance = pd.read_csv(results / "tables" / "mnist_class_balance.csv")
+    assert (balance.train.sum(), balance.test.sum()) == (60000, 10000)
+
+
+@pytest.mark.parametrize("name", REPORTED)
+def test_html_reports_without_and_with_code(results, name):
+    # results/html/ holds the reports without code (committed), results/html/with-code/ the full ones
+    code_cell_count = len(code_cells(read_notebook(results / "notebooks" / f"{name}.ipynb")))
+    no_code = (results / "html" / f"{name}.html").read_text()
+    with_code = (results / "html" / "with-code" / f"{name}.html").read_text()
+    # one code editor and one 'In [n]:' prompt per code cell with the code, none without
+    assert with_code.count('class="jp-CodeMirrorEditor') == code_cell_count
+    assert no_code.count('class="jp-CodeMirrorEditor') == 0
+    assert body(with_code).count("jp-InputPrompt") >= code_cell_count
+    assert "jp-InputPrompt" not in body(no_code)
+    # the code's text likewise (every reported notebook starts its work with this line)
+    assert "os.chdir(capslib.REPO)" in visible_text(with_code)
+    assert "os.chdir(capslib.REPO)" not in visible_text(no_code)
+    assert "import capslib" not in visible_text(no_code)
+    # the outputs are in both: the same embedded figures, the markdown text
+    images = len(EMBEDDED_PNG.findall(with_code))
+    assert images >= 1 and len(EMBEDDED_PNG.findall(no_code)) == images
+    title = source(read_notebook(results / "notebooks" / f"{name}.ipynb")["cells"][0]).splitlines()[0].lstrip("# ")
+    assert title in visible_text(no_code)
+
+
+# ---------------------------------------------------------------------------------------------
+# the committed notebooks
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_committed_notebook_is_clean(path):
+    notebook = read_notebook(path)
+    for cell in code_cells(notebook):
+        assert cell.get("outputs") == [], f"{path.name}: a cell has outputs"
+        assert cell.get("execution_count") is None, f"{path.name}: a cell has an execution count"
+    assert "papermill" not in notebook["metadata"]
+    assert not any("injected-parameters" in tags(c) for c in notebook["cells"])
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_committed_notebook_has_one_parameters_cell_of_literals(path):
+    notebook = read_notebook(path)
+    cells = [c for c in notebook["cells"] if "parameters" in tags(c)]
+    assert len(cells) == 1, f"{path.name}: {len(cells)} cells tagged 'parameters'"
+    (cell,) = cells
+    assert cell["cell_type"] == "code"
+    statements = ast.parse(source(cell)).body
+    assert statements
+    for statement in statements:
+        assert isinstance(statement, ast.Assign), ast.dump(statement)
+        assert len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name), ast.dump(statement)
+        ast.literal_eval(statement.value)  # raises ValueError unless a literal
+
+
+def test_six_committed_notebooks():
+    assert [p.name for p in SOURCES] == ["01_data.ipynb", "02_train.ipynb", "03_reconstruct.ipynb",
+                                         "04_perturb.ipynb", "05_fashion.ipynb", "06_summary.ipynb"]
+
+
+# ---------------------------------------------------------------------------------------------
+# a bad parameter fails loudly
+
+
+def test_papermill_with_routing_0_fails(tmp_path):
+    out = tmp_path / "02_train_routing0.ipynb"
+    code, output = run_command([
+        sys.executable, "-m", "papermill", "--cwd", ".", "--no-progress-bar", "-k", "python3",
+        "notebooks/02_train.ipynb", str(out), "-p", "routing", "0", "-p", "epochs", "1", "-p", "train_subset", "64",
+        "-p", "test_subset", "50", "-p", "device", "cpu", "-p", "progress_bar", "False",
+        "-p", "runs_dir", str(tmp_path / "runs"), "-p", "results_dir", str(tmp_path / "results")], timeout=180)
+    assert code != 0
+    assert ROUTING_MESSAGE in output
+    # papermill keeps the notebook, with the error where it stopped; nothing was trained
+    notebook = read_notebook(out)
+    assert notebook["metadata"]["papermill"]["exception"]
+    errors = [o for cell in notebook["cells"] for o in cell.get("outputs", []) if o["output_type"] == "error"]
+    assert len(errors) == 1 and ROUTING_MESSAGE in errors[0]["evalue"]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+
+
+def test_make_train_with_routing_0_fails_and_leaves_no_target(tmp_path):
+    study_dir = tmp_path / "study"
+    code, output = make(study_dir, "train", "ROUTING=0", timeout=180)
+    assert code != 0
+    assert ROUTING_MESSAGE in output
+    train_dir = study_dir / "results" / "notebooks" / "train"
+    target = train_dir / "mnist_routing0_recon_seed1.ipynb"
+    assert not target.exists()  # a failed run never looks done: make would skip it next time
+    assert [p.name for p in train_dir.iterdir()] == ["mnist_routing0_recon_seed1.partial.ipynb"]
+    assert not (study_dir / "runs").exists()
