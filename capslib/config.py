@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .data import DATASETS
@@ -38,7 +38,6 @@ class TrainConfig:
     device: str = "auto"                  # auto: CUDA when present
     speed: str = "auto"                   # auto: "graph" on CUDA, "fp32" on CPU (see speed.py)
     eval_batch_size: int = 1000
-    notes: dict = field(default_factory=dict)  # free-form, saved with the run (e.g. provenance)
 
     @property
     def log_dir(self) -> Path:
@@ -82,7 +81,7 @@ class TrainConfig:
 # Fields that may differ when a run is resumed: they change where or how fast it runs, or how
 # long, but not the trajectory it follows.
 RESUMABLE_CHANGES = ("epochs", "device", "speed", "eval_batch_size", "ckpt_dir", "logs_dir",
-                     "data_root", "verify_checksums", "notes")
+                     "data_root", "verify_checksums")
 
 
 def resume_conflicts(saved: TrainConfig, requested: TrainConfig) -> list[str]:
