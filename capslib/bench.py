@@ -20,7 +20,7 @@ from .model import build_model
 from .provenance import provenance
 from .files import atomic_write_text
 from .tables import markdown_table
-from .speed import PATHS, make_optimizer, make_train_step, prepare_images, prepare_model, configure_backends
+from .speed import PATHS, configure_backends, make_optimizer, make_train_step, prepare_images, prepare_model
 
 
 @dataclass
@@ -32,12 +32,12 @@ class BenchCase:
     model: str = "capsnet"
 
 
-def default_cases(paths=tuple(PATHS), routings=(1, 3), batch_sizes=(128,)) -> list[BenchCase]:
+def default_cases(paths=tuple(PATHS), batch_sizes=(128,)) -> list[BenchCase]:
     """Every path for routing 3 + reconstruction (the headline), the fp32 reference and the fastest
     path for the other configurations, and larger batches for the fastest path."""
     fastest = paths[-1]
     cases = [BenchCase(p, 3, True) for p in paths]
-    for routing in routings:
+    for routing in (1, 3):
         for recon in (True, False):
             if (routing, recon) != (3, True):
                 cases += [BenchCase(p, routing, recon) for p in dict.fromkeys(("fp32", fastest)) if p in paths]

@@ -21,8 +21,8 @@ from .files import atomic_path
 from .model import build_model, count_parameters
 from .provenance import provenance
 from .runs import Run, checkpoint_to_resume, read_run, write_metrics, write_run_info
-from .speed import (make_optimizer, make_train_step, prepare_images, prepare_model, resolve_device,
-                    resolve_speed, set_lr, configure_backends)
+from .speed import (configure_backends, make_optimizer, make_train_step, prepare_images, prepare_model,
+                    resolve_device, resolve_speed, set_lr)
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
