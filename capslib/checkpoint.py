@@ -15,7 +15,7 @@ from torch import nn
 from .config import TrainConfig
 from .errors import RunFolderError
 from .files import atomic_path
-from .model import build_model
+from .model import model_for
 
 FORMAT = 1
 LAST, BEST = "last.pt", "best.pt"
@@ -39,17 +39,14 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, epoch: int,
                     config: TrainConfig, history: list[dict]) -> None:
-    atomic_save({
-        "format": FORMAT,
-        "epoch": epoch,
-        "config": config.to_dict(),
-        "history": history,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": rng_states(),
-    }, path)
+    """Without an optimizer, the weights alone (best.pt): enough to evaluate, not to resume."""
+    state = {"format": FORMAT, "epoch": epoch, "config": config.to_dict(), "history": history,
+             "model": model.state_dict()}
+    if optimizer is not None:
+        state.update(optimizer=optimizer.state_dict(), rng=rng_states())
+    atomic_save(state, path)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -82,6 +79,6 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
     """The trained model of a checkpoint (in eval mode), its config and the checkpoint itself."""
     checkpoint = load_checkpoint(path)
     config = TrainConfig.from_dict(checkpoint["config"])
-    model = build_model(config.model, config.routing_iterations, config.reconstruction, config.detach_routing)
+    model = model_for(config)
     model.load_state_dict(checkpoint["model"])
     return model.to(device).eval(), config, checkpoint

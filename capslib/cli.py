@@ -1,19 +1,28 @@
-"""`capslib train | evaluate | reconstruct | perturb | bench` (also `python -m capslib`).
+"""`capslib train | sweep | evaluate | reconstruct | perturb | bench` (also `python -m capslib`).
 
 The flags of the TensorFlow study this project follows are accepted as its README writes them
 (`--mnist-root-path=/path/ --batch-size=128 --routing-frequency=3 --reconstruction-loss=True
 --ckpt-dir --logs-dir --ckpt-path --meta-path --result-path`). User mistakes end with one line on
 stderr and exit status 2, before any work; a diverged run ends with status 1.
+
+Every training default is TrainConfig's (config.py): a flag left out takes the value of the chosen
+--recipe, so the command line restates no default of its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import sys
+import time
 from pathlib import Path
 
+from .config import (AUGMENTATIONS, DATASETS, INITS, LOSS_SCALINGS, MAX_SEED, MODELS, PRIMARY_CAPSULES,
+                     RECIPES, SPEED_PATHS, TrainConfig)
 from .errors import CapslibError, TrainingDiverged
+from .studies import STUDY_NAMES
 
 EXIT_USAGE, EXIT_DIVERGED = 2, 1
 TRUE, FALSE = {"true", "t", "yes", "y", "1"}, {"false", "f", "no", "n", "0"}
@@ -37,14 +46,48 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite non-negative number, got {text!r}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed in 0..{MAX_SEED}, got {text!r}")
+    return value
+
+
+def optional_positive_int(text: str) -> int | None:
+    return None if text.lower() == "none" else positive_int(text)
 
 
 def existing_folder(text: str) -> Path:
@@ -93,32 +136,90 @@ def _result_flags(p: argparse.ArgumentParser, suffix: str, required: bool) -> No
     p.add_argument("--overwrite", action="store_true", help="replace --result-path if it exists")
 
 
+# train's flags: (flags, TrainConfig field, argparse options). Defaults come from the recipe.
+TRAINING_FLAGS = [
+    (("--dataset",), "dataset", dict(choices=tuple(DATASETS))),
+    (("--model",), "model", dict(choices=MODELS)),
+    (("--routing-frequency", "--routing"), "routing_iterations",
+     dict(type=positive_int, metavar="N", help="routing iterations (the paper: 1 or 3; at most 10)")),
+    (("--reconstruction-loss",), "reconstruction",
+     dict(type=parse_bool, nargs="?", const=True, metavar="BOOL", help="add 0.0005 × the reconstruction SSE")),
+    (("--batch-size",), "batch_size", dict(type=positive_int)),
+    (("--epochs",), "epochs", dict(type=positive_int)),
+    (("--lr",), "lr", dict(type=positive_float, help="initial learning rate")),
+    (("--lr-decay",), "lr_decay", dict(type=positive_float, help="lr factor per epoch, or per --lr-decay-steps")),
+    (("--lr-decay-steps",), "lr_decay_steps",
+     dict(type=optional_positive_int, metavar="N", help="decay smoothly per N steps instead of per epoch")),
+    (("--min-lr",), "min_lr", dict(type=non_negative_float, help="the lr never falls below this")),
+    (("--seed",), "seed", dict(type=seed_int)),
+    (("--train-subset",), "train_subset", dict(type=positive_int, metavar="N", help="first N training images")),
+    (("--test-subset",), "test_subset", dict(type=positive_int, metavar="N", help="first N test images")),
+    (("--validation-size",), "validation_size",
+     dict(type=non_negative_int, metavar="N", help="hold the first N training images out for validation")),
+    (("--eval-every",), "eval_every", dict(type=positive_int, metavar="N", help="evaluate every N epochs")),
+    (("--device",), "device", dict(help="auto (a free CUDA GPU when present), cpu or cuda[:N]")),
+    (("--speed",), "speed", dict(choices=SPEED_PATHS,
+                                 help="auto: graph on CUDA, fp32 on CPU (see capslib/speed.py)")),
+    (("--detach-routing",), "detach_routing",
+     dict(type=parse_bool, nargs="?", const=True, metavar="BOOL",
+          help="stop gradients through all but the last routing iteration (XifengGuo's port)")),
+    (("--loss-scaling",), "loss_scaling", dict(choices=LOSS_SCALINGS,
+                                               help="official: margin loss × 0.05 beside 0.0005·SSE")),
+    (("--digit-bias",), "digit_bias", dict(type=parse_bool, nargs="?", const=True, metavar="BOOL",
+                                           help="the official [10, 16] DigitCaps bias")),
+    (("--primary-capsules",), "primary_capsules",
+     dict(choices=PRIMARY_CAPSULES, help="slim: the official conv_slim_capsule (conv/32 + bias)")),
+    (("--init",), "init", dict(choices=INITS, help="official: truncated normals, biases 0.1")),
+    (("--augmentation",), "augmentation", dict(choices=AUGMENTATIONS,
+                                               help="all-shifts: the official 25 shifts per image, shuffle buffer")),
+]
+
+
+def _training_flags(p: argparse.ArgumentParser, recipe: bool = True) -> None:
+    """The training flags, each defaulting to None ("the recipe's value", shown in --help)."""
+    _data_flags(p, dataset_default=None)
+    if recipe:
+        p.add_argument("--recipe", choices=tuple(RECIPES), default="paper",
+                       help="preset of the choices where the paper and the official code differ (default paper)")
+    defaults, official = TrainConfig(), TrainConfig.from_recipe("official")
+    for flags, field, options in TRAINING_FLAGS:
+        options = dict(options)
+        paper_value, official_value = getattr(defaults, field), getattr(official, field)
+        shown = f"default {paper_value}" + (f"; official recipe {official_value}" if official_value != paper_value else "")
+        help_text = f"{options.pop('help', '')} ({shown})".strip() if "help" in options else f"({shown})"
+        p.add_argument(*flags, dest=field, default=None, help=help_text, **options)
+
+
+def config_from_args(args, **fields):
+    """The TrainConfig of parsed train/sweep flags: the recipe's values, then every flag given."""
+    given = {field: getattr(args, field) for _, field, _ in TRAINING_FLAGS if getattr(args, field) is not None}
+    if args.data_root:
+        given["data_root"] = str(args.data_root)
+    given["verify_checksums"] = args.verify
+    return TrainConfig.from_recipe(getattr(args, "recipe", "paper"), **{**given, **fields})
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="capslib", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     train = commands.add_parser("train", help="train a CapsNet (or the baseline CNN)")
-    _data_flags(train, dataset_default="mnist")
-    train.add_argument("--model", choices=("capsnet", "baseline"), default="capsnet")
-    train.add_argument("--routing-frequency", "--routing", dest="routing", type=positive_int, default=3,
-                       metavar="N", help="routing iterations (the paper: 1 or 3)")
-    train.add_argument("--reconstruction-loss", dest="reconstruction", type=parse_bool, nargs="?", const=True,
-                       default=True, metavar="BOOL", help="add 0.0005 × the reconstruction SSE (default True)")
-    train.add_argument("--batch-size", type=positive_int, default=128)
-    train.add_argument("--epochs", type=positive_int, default=50)
-    train.add_argument("--lr", type=positive_float, default=1e-3, help="initial learning rate")
-    train.add_argument("--lr-decay", type=positive_float, default=0.95, help="lr of epoch e = lr · decay^e")
-    train.add_argument("--seed", type=int, default=1)
+    _training_flags(train)
     train.add_argument("--ckpt-dir", metavar="DIR", help="checkpoints (default runs/<dataset>_<config>_seed<N>)")
     train.add_argument("--logs-dir", metavar="DIR", help="metrics.csv, run.json, TensorBoard (default: --ckpt-dir)")
     train.add_argument("--resume", action="store_true", help="continue the run in --ckpt-dir if it has a checkpoint")
-    train.add_argument("--train-subset", type=positive_int, metavar="N", help="first N training images (quick runs)")
-    train.add_argument("--test-subset", type=positive_int, metavar="N", help="first N test images (quick runs)")
-    train.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    train.add_argument("--speed", default="auto", choices=("auto", "fp32", "tf32", "bf16", "compile", "graph"),
-                       help="auto: graph on CUDA, fp32 on CPU (see capslib/speed.py)")
-    train.add_argument("--detach-routing", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL",
-                       help="stop gradients through all but the last routing iteration (XifengGuo's port)")
+
+    sweep = commands.add_parser("sweep", help="train a study's set of runs, one per free GPU (or CPU)")
+    sweep.add_argument("study", help="the set of runs: " + ", ".join(STUDY_NAMES) + " (or several, comma-separated)")
+    _training_flags(sweep, recipe=False)
+    sweep.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default 1,2,3)")
+    sweep.add_argument("--jobs", type=positive_int, default=1,
+                       help="runs at a time (default 1; one per GPU: each run claims a free one)")
+    sweep.add_argument("--runs-dir", default="runs", metavar="DIR", help="checkpoints go to DIR/<study>/<run>")
+    sweep.add_argument("--results-dir", default="results", metavar="DIR", help="logs go to DIR/<study>/<run>")
+    sweep.add_argument("--time-limit", type=positive_float, metavar="MINUTES",
+                       help="stop every run at its first evaluation after this, with a checkpoint (resume later)")
+    sweep.add_argument("--list", action="store_true", help="print the run folders and stop")
 
     evaluate = commands.add_parser("evaluate", help="test error and confusion matrix of a checkpoint")
     _inference_flags(evaluate)
@@ -142,21 +243,33 @@ def build_parser() -> Parser:
 
 
 def run_train(args) -> None:
-    from .config import TrainConfig
-    from .runs import run_name
+    from .runs import run_name, summary_line
     from .train import train
 
-    config = TrainConfig(
-        dataset=args.dataset, data_root=str(args.data_root) if args.data_root else None, model=args.model,
-        routing_iterations=args.routing, reconstruction=args.reconstruction, detach_routing=args.detach_routing,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay, seed=args.seed,
-        train_subset=args.train_subset, test_subset=args.test_subset, verify_checksums=args.verify,
-        logs_dir=args.logs_dir, device=args.device, speed=args.speed)
+    config = config_from_args(args, logs_dir=args.logs_dir)
     config.ckpt_dir = args.ckpt_dir or args.logs_dir or str(Path("runs") / run_name(config))
+    config.validate()
     run = train(config, resume=args.resume, progress=sys.stderr.isatty())
-    summary = run.info["summary"]
-    print(f"final test error {summary['final_test_error']:.2f}% after {summary['epochs_done']} epochs "
-          f"(best {summary['best_test_error']:.2f}% at epoch {summary['best_epoch']}); run folder {config.log_dir}")
+    print(f"{summary_line(run.info['summary'])}; run folder {config.log_dir}")
+
+
+def run_sweep(args) -> int:
+    from .studies import study_runs, sweep
+
+    try:
+        seeds = [seed_int(s) for s in args.seeds.split(",")]
+    except argparse.ArgumentTypeError:
+        raise CapslibError(f"--seeds: expected comma-separated seeds, got {args.seeds!r}") from None
+    overrides = {field: getattr(args, field) for _, field, _ in TRAINING_FLAGS if getattr(args, field) is not None}
+    if args.data_root:
+        overrides["data_root"] = str(args.data_root)
+    overrides["verify_checksums"] = args.verify
+    configs = study_runs(args.study, seeds, Path(args.runs_dir), Path(args.results_dir), **overrides)
+    if args.list:
+        print("\n".join(str(c.log_dir) for c in configs))
+        return 0
+    deadline = time.time() + 60 * args.time_limit if args.time_limit else None
+    return sweep(configs, args.jobs, deadline=deadline)
 
 
 def _check_result_path(args) -> None:
@@ -222,12 +335,12 @@ def main(argv: list[str] | None = None) -> int:
     from .analysis import perturbation_figure_of, reconstruction_figure_of
 
     handlers = {
-        "train": run_train, "evaluate": run_evaluate, "bench": run_bench,
+        "train": run_train, "sweep": run_sweep, "evaluate": run_evaluate, "bench": run_bench,
         "reconstruct": lambda a: run_figure(a, reconstruction_figure_of),
         "perturb": lambda a: run_figure(a, perturbation_figure_of),
     }
     try:
-        handlers[args.command](args)
+        status = handlers[args.command](args)
     except TrainingDiverged as err:
         print(f"capslib {args.command}: {err}", file=sys.stderr)
         return EXIT_DIVERGED
@@ -237,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"capslib {args.command}: interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -198,6 +198,8 @@ class Dataset:
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
+    validation_images: np.ndarray | None = None  # held out of the training images, or None
+    validation_labels: np.ndarray | None = None
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -205,14 +207,23 @@ class Dataset:
 
 
 def load_dataset(dataset: str = "mnist", root: Path | str | None = None, verify: bool = True,
-                 train_subset: int | None = None, test_subset: int | None = None) -> Dataset:
-    """Load and validate a dataset; `*_subset` keeps the first N images of a split (quick runs)."""
+                 train_subset: int | None = None, test_subset: int | None = None,
+                 validation_size: int = 0) -> Dataset:
+    """Load and validate a dataset; `*_subset` keeps the first N images of a split (quick runs).
+
+    `validation_size` holds the first N (kept) training images out as a validation split, as the
+    official code's --validate does with the first 10,000 (mnist_shift.py, MNIST_RANGE)."""
     info = dataset_info(dataset)
     root = Path(root) if root is not None else info.default_root
     train_images, train_labels = load_split(root, "train", dataset, verify)
     test_images, test_labels = load_split(root, "test", dataset, verify)
-    return Dataset(info, root, train_images[:train_subset], train_labels[:train_subset],
-                   test_images[:test_subset], test_labels[:test_subset])
+    train_images, train_labels = train_images[:train_subset], train_labels[:train_subset]
+    if not 0 <= validation_size < len(train_images):
+        raise DataError(f"validation_size {validation_size} must leave training images out of "
+                        f"{len(train_images)}")
+    validation = (train_images[:validation_size], train_labels[:validation_size]) if validation_size else (None, None)
+    return Dataset(info, root, train_images[validation_size:], train_labels[validation_size:],
+                   test_images[:test_subset], test_labels[:test_subset], *validation)
 
 
 def checksum_report(dataset: str, root: Path | str | None = None) -> list[dict]:
@@ -289,9 +300,45 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
     return generator
 
 
-def epoch_data(images: torch.Tensor, labels: torch.Tensor, seed: int, epoch: int, max_shift: int
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The epoch's training set: shuffled and randomly shifted, ready to be sliced into batches."""
+AUGMENTATIONS = ("random-shift", "all-shifts")
+SHUFFLE_BUFFER = 5000  # the official reader's shuffle_batch(min_after_dequeue=5000)
+
+
+def epoch_data(images: torch.Tensor, labels: torch.Tensor, seed: int, epoch: int, max_shift: int,
+               augmentation: str = "random-shift") -> tuple[torch.Tensor, torch.Tensor]:
+    """The epoch's training set, as many images as the training split, ready to be sliced into batches.
+
+    random-shift  every image once, in a random order, each with its own random shift (the paper)
+    all-shifts    the official code's stream: every image in all (2·max_shift+1)² shifts, in file
+                  order, through a shuffle buffer (see `all_shifts_order`); epoch e is the e-th
+                  stretch of len(images) records of that stream, so 25 epochs make one pass
+    """
     generator = epoch_generator(seed, epoch, images.device)
-    order = torch.randperm(len(images), generator=generator, device=images.device)
-    return random_shift(images[order], max_shift, generator), labels[order]
+    if augmentation == "random-shift":
+        order = torch.randperm(len(images), generator=generator, device=images.device)
+        return random_shift(images[order], max_shift, generator), labels[order]
+    if augmentation != "all-shifts":
+        raise ValueError(f"unknown augmentation {augmentation!r}; choose one of {', '.join(AUGMENTATIONS)}")
+    side = 2 * max_shift + 1
+    records_per_pass = len(images) * side * side
+    pass_index, stretch = divmod(epoch, side * side)
+    order = all_shifts_order(records_per_pass, epoch_generator(seed, -1 - pass_index, images.device))
+    records = order[stretch * len(images):(stretch + 1) * len(images)]
+    image_index, shift_index = records // (side * side), records % (side * side)
+    shifts = torch.stack([shift_index // side, shift_index % side], dim=1) - max_shift
+    return shift_images(images[image_index], shifts, max_shift), labels[image_index]
+
+
+def all_shifts_order(records: int, generator: torch.Generator, buffer: int = SHUFFLE_BUFFER) -> torch.Tensor:
+    """The order in which a shuffle buffer of `buffer` records emits a stream of `records` records.
+
+    The official data (mnist_shift.py shift_write_mnist) holds image 0 in its 25 shifts (dy, dx) in
+    row-major order, then image 1, ...; TensorFlow's shuffle queue keeps `buffer` records and emits a
+    uniformly chosen one each time, so a record waits a geometric number of draws (mean `buffer`)
+    after it arrives. We emulate the queue by sorting the records by arrival + a geometric wait: the
+    same local mixing (a batch draws from ~200 neighbouring images, several shifts of each), in one
+    vectorised sort rather than a sequential queue."""
+    arrival = torch.arange(records, device=generator.device, dtype=torch.float64)
+    uniform = torch.rand(records, generator=generator, device=generator.device, dtype=torch.float64)
+    wait = torch.floor(torch.log1p(-uniform) / math.log1p(-1 / buffer))  # Geometric(1/buffer) - 1
+    return torch.argsort(arrival + wait, stable=True)

@@ -8,13 +8,15 @@ import os
 import tempfile
 from pathlib import Path
 
+TEMPORARY_SUFFIX = ".tmp"  # what a write in progress is called: `.<name>.<random>.tmp` beside its target
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path | str):
     """Yield a temporary path to write; on success it replaces `path`, on failure it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -4,6 +4,10 @@ import torch
 import torch.nn.functional as F
 
 M_POS, M_NEG, LAMBDA = 0.9, 0.1, 0.5
+# The margin loss's weight in the objective, beside 0.0005·SSE. The official code averages its
+# per-class cost 0.5·pos + 0.5·λ·neg over the batch and the 10 classes (layers.py _margin_loss,
+# evaluate): 0.5/10 = 1/20 of the paper's sum over classes.
+MARGIN_WEIGHTS = {"paper": 1.0, "official": 0.05}
 
 
 def margin_loss(lengths: torch.Tensor, targets: torch.Tensor,

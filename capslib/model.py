@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import margin_loss, reconstruction_loss
+from .losses import MARGIN_WEIGHTS, margin_loss, reconstruction_loss
 
 NUM_CLASSES = 10
 PRIMARY_TYPES, PRIMARY_DIM, PRIMARY_GRID = 32, 8, 6   # 32 channels of 8D capsules on a 6×6 grid
@@ -39,12 +39,14 @@ def squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
     return s * (squared_norm / ((1 + squared_norm) * torch.sqrt(squared_norm + eps)))
 
 
-def dynamic_routing(u_hat: torch.Tensor, iterations: int, detach_early: bool = False) -> torch.Tensor:
+def dynamic_routing(u_hat: torch.Tensor, iterations: int, detach_early: bool = False,
+                    bias: torch.Tensor | None = None) -> torch.Tensor:
     """Procedure 1: route predictions û (B×in×out×D) to the parent capsules v (B×out×D).
 
     The logits start at zero and the softmax runs over the parents (dim 2). Gradients flow through
     every iteration, as in the official code; `detach_early=True` stops them in all but the last
-    iteration, as the popular XifengGuo port does.
+    iteration, as the popular XifengGuo port does. `bias` (out×D), the official code's, is added to
+    every s_j before the squash; the paper has none.
 
     The logits, couplings and capsules are float32; products with a bfloat16 û promote to float32.
     Written as broadcast products and sums rather than einsum: torch.compile fuses each into one
@@ -57,7 +59,8 @@ def dynamic_routing(u_hat: torch.Tensor, iterations: int, detach_early: bool = F
         last = iteration == iterations - 1
         votes = u_hat if last else u_hat_early
         coupling = logits.softmax(dim=2)
-        v = squash((coupling.unsqueeze(-1) * votes).sum(dim=1))          # s_j = Σ_i c_ij û_j|i
+        s = (coupling.unsqueeze(-1) * votes).sum(dim=1)                  # s_j = Σ_i c_ij û_j|i
+        v = squash(s if bias is None else s + bias)
         if not last:
             logits = logits + (votes * v.unsqueeze(1)).sum(dim=-1)       # b_ij += û_j|i · v_j
     return v
@@ -83,19 +86,53 @@ class Decoder(nn.Module):
 class CapsNet(nn.Module):
     """Conv1 (256@9×9, ReLU) → PrimaryCaps (32×8D, 9×9 stride 2, squash) → DigitCaps (10×16D,
     dynamic routing) → optional reconstruction decoder. 8,215,568 parameters with the decoder,
-    6,804,224 without; no bias in DigitCaps (the paper's equations have none)."""
+    6,804,224 without; no bias in DigitCaps (the paper's equations have none).
 
-    def __init__(self, routing_iterations: int = 3, reconstruction: bool = True, detach_routing: bool = False):
+    The official code's variants (config.py COMPONENTS gives their sources):
+      digit_bias=True          a learned [10, 16] bias in DigitCaps, initialised to 0.1 (+160 parameters)
+      primary_capsules="slim"  conv_slim_capsule: the convolution has no bias of its own; its output is
+                               routed from one input capsule to the 32 types with one iteration of zero
+                               logits, i.e. multiplied by softmax = 1/32, and a [32, 8] bias is added
+                               (−256 + 256 parameters)
+      init="official"          truncated normals (±2σ) with σ 0.05 (conv1) and 0.1 (PrimaryCaps, W, the
+                               decoder), every bias 0.1; the default is PyTorch's for the layers and
+                               N(0, 0.01²) for W
+      margin_weight=0.05       the official loss: the margin loss averaged over the 10 classes with an
+                               extra 0.5, i.e. 1/20 of the paper's sum, beside the same 0.0005·SSE
+    """
+
+    def __init__(self, routing_iterations: int = 3, reconstruction: bool = True, detach_routing: bool = False,
+                 digit_bias: bool = False, primary_capsules: str = "conv", init: str = "default",
+                 margin_weight: float = 1.0):
         super().__init__()
         if routing_iterations < 1:
             raise ValueError(f"routing_iterations must be at least 1, got {routing_iterations}")
+        if primary_capsules not in ("conv", "slim") or init not in ("default", "official"):
+            raise ValueError(f"unknown primary_capsules {primary_capsules!r} or init {init!r}")
         self.routing_iterations = routing_iterations
         self.detach_routing = detach_routing
+        self.margin_weight = margin_weight
         self.conv1 = nn.Conv2d(1, 256, kernel_size=9)
-        self.primary_caps = nn.Conv2d(256, PRIMARY_TYPES * PRIMARY_DIM, kernel_size=9, stride=2)
+        slim = primary_capsules == "slim"
+        self.primary_caps = nn.Conv2d(256, PRIMARY_TYPES * PRIMARY_DIM, kernel_size=9, stride=2, bias=not slim)
+        self.primary_bias = nn.Parameter(torch.full((PRIMARY_TYPES * PRIMARY_DIM,), 0.1)) if slim else None
+        self.primary_scale = 1 / PRIMARY_TYPES if slim else 1.0  # the zero-logit softmax over 32 types
         # One 8×16 matrix W_ij for each (primary capsule i, digit capsule j) pair, stored as 16×8.
         self.W = nn.Parameter(0.01 * torch.randn(NUM_PRIMARY, NUM_CLASSES, DIGIT_DIM, PRIMARY_DIM))
+        self.digit_bias = nn.Parameter(torch.full((NUM_CLASSES, DIGIT_DIM), 0.1)) if digit_bias else None
         self.decoder = Decoder() if reconstruction else None
+        if init == "official":
+            self._official_init()
+
+    @torch.no_grad()
+    def _official_init(self) -> None:
+        stds = {self.conv1: 0.05, self.primary_caps: 0.1}
+        stds.update({layer: 0.1 for layer in (self.decoder.layers if self.decoder else ()) if isinstance(layer, nn.Linear)})
+        for layer, std in stds.items():
+            nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+            if layer.bias is not None:
+                layer.bias.fill_(0.1)
+        nn.init.trunc_normal_(self.W, std=0.1, a=-0.2, b=0.2)
 
     def primary_capsules(self, images: torch.Tensor) -> torch.Tensor:
         """B×1×28×28 images → B×1152×8 squashed primary capsules u_i.
@@ -103,14 +140,16 @@ class CapsNet(nn.Module):
         A capsule is the 8 channels 8t..8t+7 of type t at one grid position; capsules are numbered
         by (row, column, type). On channels_last tensors this grouping is a free view."""
         features = self.primary_caps(F.relu(self.conv1(images)))
-        u = features.permute(0, 2, 3, 1).reshape(len(images), NUM_PRIMARY, PRIMARY_DIM)
-        return squash(u.float())
+        u = features.permute(0, 2, 3, 1).float()
+        if self.primary_bias is not None:
+            u = u * self.primary_scale + self.primary_bias
+        return squash(u.reshape(len(images), NUM_PRIMARY, PRIMARY_DIM))
 
     def digit_capsules(self, images: torch.Tensor) -> torch.Tensor:
         """B×1×28×28 images → B×10×16 digit capsules v_j."""
         u = self.primary_capsules(images)
         u_hat = torch.einsum("bik,ijdk->bijd", u, self.W)  # û_{j|i} = W_ij u_i
-        return dynamic_routing(u_hat, self.routing_iterations, self.detach_routing)
+        return dynamic_routing(u_hat, self.routing_iterations, self.detach_routing, self.digit_bias)
 
     def decode(self, capsules: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Reconstruct B×784 images from the capsules of `classes` (used by the figures too)."""
@@ -131,9 +170,10 @@ class CapsNet(nn.Module):
             return ModelOutput(lengths, capsules=capsules, reconstruction=reconstruction)
         margin = margin_loss(lengths, targets)
         if reconstruction is None:
-            return ModelOutput(lengths, margin, margin, capsules=capsules)
+            return ModelOutput(lengths, self.margin_weight * margin, margin, capsules=capsules)
         recon = reconstruction_loss(reconstruction, images)
-        return ModelOutput(lengths, margin + RECONSTRUCTION_WEIGHT * recon, margin, recon, capsules, reconstruction)
+        loss = self.margin_weight * margin + RECONSTRUCTION_WEIGHT * recon
+        return ModelOutput(lengths, loss, margin, recon, capsules, reconstruction)
 
 
 class BaselineCNN(nn.Module):
@@ -163,12 +203,19 @@ class BaselineCNN(nn.Module):
 
 
 def build_model(model: str = "capsnet", routing_iterations: int = 3, reconstruction: bool = True,
-                detach_routing: bool = False) -> nn.Module:
+                detach_routing: bool = False, **capsnet_options) -> nn.Module:
     if model == "capsnet":
-        return CapsNet(routing_iterations, reconstruction, detach_routing)
+        return CapsNet(routing_iterations, reconstruction, detach_routing, **capsnet_options)
     if model == "baseline":
         return BaselineCNN()
     raise ValueError(f"unknown model {model!r}; choose capsnet or baseline")
+
+
+def model_for(config) -> nn.Module:
+    """The untrained model that a TrainConfig describes."""
+    return build_model(config.model, config.routing_iterations, config.reconstruction, config.detach_routing,
+                       digit_bias=config.digit_bias, primary_capsules=config.primary_capsules, init=config.init,
+                       margin_weight=MARGIN_WEIGHTS[config.loss_scaling])
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -58,5 +58,7 @@ def now() -> str:
 
 
 def provenance(device: torch.device | str = "cpu") -> dict:
-    return {"command": command(), "commit": git_commit(), "device": device_name(device),
+    device = torch.device(device)
+    where = {"gpu": str(device)} if device.type == "cuda" else {}  # which of a machine's GPUs
+    return {"command": command(), "commit": git_commit(), "device": device_name(device), **where,
             "software": software(), "date": now()}

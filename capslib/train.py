@@ -1,13 +1,14 @@
-"""The training loop: Adam with lr = lr0 · decay^epoch, random shifts, one test evaluation, one
-metrics row and one checkpoint per epoch. `train(config)` is all a notebook or the CLI calls."""
+"""The training loop: Adam with the recipe's lr schedule and augmentation, an evaluation of the
+validation split (if any) and the test set every `eval_every` epochs, one metrics row per evaluation,
+checkpoints. `train(config)` is all a notebook or the CLI calls."""
 
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -17,44 +18,64 @@ from .config import TrainConfig, resume_conflicts
 from .data import epoch_data, load_dataset, to_tensors
 from .errors import CapslibError, RunFolderError, TrainingDiverged
 from .evaluate import evaluate
-from .files import atomic_path
-from .model import build_model, count_parameters
+from .gpus import claim_device
+from .model import count_parameters, model_for
 from .provenance import provenance
-from .runs import Run, checkpoint_to_resume, read_run, write_metrics, write_run_info
+from .runs import METRICS, Run, check_logs_belong_to, finish_run, open_run_folder, read_run, selection, write_metrics, write_run_info
 from .speed import (configure_backends, make_optimizer, make_train_step, prepare_images, prepare_model,
-                    resolve_device, resolve_speed, set_lr)
+                    resolve_speed, set_lr)
+
+# last.pt is rewritten at the first evaluation, then at most once a minute and after the last epoch:
+# a checkpoint is ~100 MB (weights and Adam's moments), and a killed run loses at most a minute.
+CHECKPOINT_SECONDS = 60.0
 
 
-def learning_rate(config: TrainConfig, epoch: int) -> float:
-    """The lr of `epoch` (counted from 0): lr · lr_decay^epoch, the seed study's 0.001 · 0.95^epoch."""
-    return config.lr * config.lr_decay ** epoch
+def learning_rate(config: TrainConfig, epoch: int, step: int = 0) -> float:
+    """The lr of global step `step` in `epoch` (both counted from 0): lr · decay^epoch (the seed
+    study's 0.001 · 0.95^epoch), or with lr_decay_steps lr · decay^(step / lr_decay_steps) (the
+    official code's smooth 0.96 per 2,000 steps); never below min_lr."""
+    exponent = epoch if config.lr_decay_steps is None else step / config.lr_decay_steps
+    return max(config.lr * config.lr_decay ** exponent, config.min_lr)
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = False, log=print) -> Run:
-    """Train (or, with `resume`, continue) the run that `config` describes; return it, read back."""
+def train(config: TrainConfig, resume: bool = False, progress: bool = False, log=print,
+          deadline: float | None = None) -> Run:
+    """Train (or, with `resume`, continue) the run that `config` describes; return it, read back.
+
+    With a `deadline` (a time.time() value), the run stops at the first evaluation after it, saves
+    its checkpoint and is left 'stopped', to be resumed later: for time-limited jobs."""
     config.validate()
-    device = resolve_device(config.device)
-    path = resolve_speed(config.speed, device)
     ckpt_dir, log_dir = Path(config.ckpt_dir), config.log_dir
-    resume_from = checkpoint_to_resume(ckpt_dir, log_dir, resume)
-    saved = ckpt.load_checkpoint(resume_from) if resume_from else None
-    if saved is not None:
-        conflicts = resume_conflicts(TrainConfig.from_dict(saved["config"]), config)
-        if conflicts:
-            raise RunFolderError(f"{resume_from}: cannot resume with a different setup ({'; '.join(conflicts)})")
-        if saved["epoch"] >= config.epochs:
-            log(f"{ckpt_dir}: already trained for {saved['epoch']} epochs")
-            return read_run(log_dir)
+    with open_run_folder(ckpt_dir, log_dir, resume) as resume_from:
+        saved = ckpt.load_checkpoint(resume_from) if resume_from else None
+        if saved is not None:
+            check_logs_belong_to(log_dir, TrainConfig.from_dict(saved["config"]), resume_from)
+            conflicts = resume_conflicts(TrainConfig.from_dict(saved["config"]), config)
+            if conflicts:
+                raise RunFolderError(f"{resume_from}: cannot resume with a different setup ({'; '.join(conflicts)})")
+            if saved["epoch"] >= config.epochs:
+                log(f"{ckpt_dir}: already trained for {saved['epoch']} epochs")
+                info = _earlier_info(log_dir, saved)
+                if info.get("status") == "complete" and (log_dir / METRICS).is_file():
+                    return read_run(log_dir)
+                # killed between its last checkpoint and its final logs: finish them from the checkpoint
+                return finish_run(log_dir, info, saved["history"], "complete")
+        return _train(config, saved, progress, log, deadline)
+
+
+def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadline: float | None) -> Run:
+    ckpt_dir, log_dir = Path(config.ckpt_dir), config.log_dir
     data = load_dataset(config.dataset, config.data_root, config.verify_checksums,
-                        config.train_subset, config.test_subset)
+                        config.train_subset, config.test_subset, config.validation_size)
     if len(data.train_images) < config.batch_size:
         raise CapslibError(f"batch_size {config.batch_size} exceeds the {len(data.train_images)} training images")
+    device = claim_device(config.device, log)  # a GPU no other run of the study is using
+    path = resolve_speed(config.speed, device)
 
     started = time.perf_counter()
     configure_backends(path)
     torch.manual_seed(config.seed)  # the same initial weights on every device
-    model = prepare_model(build_model(config.model, config.routing_iterations, config.reconstruction,
-                                      config.detach_routing).to(device), path)
+    model = prepare_model(model_for(config).to(device), path)
     optimizer = make_optimizer(model, path, config.lr, device)
     history, start_epoch = [], 0
     if saved is not None:
@@ -65,102 +86,129 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = False, log
         log(f"resuming {ckpt_dir} after epoch {start_epoch}")
 
     # A run may span several processes (resumed on other machines): each adds one session record.
-    sessions = _earlier_sessions(log_dir) if saved is not None else []
-    info = {"config": config.to_dict(), "parameters": count_parameters(model), "speed_path": path.name,
-            "train_images": len(data.train_images), "test_images": len(data.test_images),
+    sessions = _earlier_info(log_dir, saved).get("sessions", []) if saved is not None else []
+    info = {"config": config.to_dict(), "variant": config.variant(), "parameters": count_parameters(model),
+            "speed_path": path.name, "train_images": len(data.train_images), "test_images": len(data.test_images),
+            "validation_images": config.validation_size,
             "sessions": sessions + [{**provenance(device), "start_epoch": start_epoch}], "status": "running"}
     write_run_info(log_dir, info)
     train_x, train_y = to_tensors(data.train_images, data.train_labels, device)
-    test_x, test_y = to_tensors(data.test_images, data.test_labels, device)
+    scored = {"test": to_tensors(data.test_images, data.test_labels, device)}
+    if data.validation_images is not None:
+        scored["validation"] = to_tensors(data.validation_images, data.validation_labels, device)
     step = make_train_step(model, optimizer, path, device, config.batch_size)
     info["setup_seconds"] = round(time.perf_counter() - started, 2)
-    log(f"{config.model} on {config.dataset} ({len(train_x)} train / {len(test_x)} test images), "
+    log(f"{config.model} ({config.variant()}) on {config.dataset} ({len(train_x)} train / "
+        f"{config.validation_size} validation / {len(scored['test'][0])} test images), "
         f"{info['parameters']:,} parameters, {info['sessions'][-1]['device']}, speed path {path.name}")
 
     wall_before = history[-1]["wall_seconds"] if history else 0.0
+    saved_at, saved_epoch = None, start_epoch
     writer = SummaryWriter(log_dir=str(log_dir), purge_step=start_epoch + 1)
     try:
         for epoch in range(start_epoch, config.epochs):
-            row = _run_epoch(step, model, optimizer, config, path, epoch, train_x, train_y, test_x, test_y, progress)
+            row = _train_epoch(step, optimizer, config, path, epoch, train_x, train_y, progress)
+            done = epoch + 1
+            if done % config.eval_every and done != config.epochs:
+                continue
+            row.update(_evaluate(model, scored, config, path))
             row["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
             if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):
                 write_run_info(log_dir, {**info, "status": "diverged"})
-                raise TrainingDiverged(
-                    f"epoch {epoch + 1}: loss is {row['train_loss']} (train) / {row['test_loss']} (test); "
-                    f"training stopped, the last good checkpoint ({ckpt_dir / ckpt.LAST}, epoch {epoch}) is kept")
-            is_best = not history or row["test_accuracy"] > max(r["test_accuracy"] for r in history)
+                kept = f"the last good checkpoint ({ckpt_dir / ckpt.LAST}, epoch {saved_epoch}) is kept" \
+                    if (ckpt_dir / ckpt.LAST).is_file() else "no checkpoint had been written yet"
+                raise TrainingDiverged(f"epoch {done}: loss is {row['train_loss']} (train) / {row['test_loss']} "
+                                       f"(test); training stopped, {kept}")
             history.append(row)
-            _save(ckpt_dir, model, optimizer, epoch + 1, config, history, is_best)
-            write_metrics(log_dir, history)
+            if _is_best(history):
+                ckpt.save_checkpoint(ckpt_dir / ckpt.BEST, model, None, done, config, history)
+            out_of_time = deadline is not None and time.time() >= deadline
+            if saved_at is None or time.monotonic() - saved_at >= CHECKPOINT_SECONDS or done == config.epochs \
+                    or out_of_time:
+                ckpt.save_checkpoint(ckpt_dir / ckpt.LAST, model, optimizer, done, config, history)
+                write_metrics(log_dir, history)  # the CSV never runs ahead of the checkpoint
+                saved_at, saved_epoch = time.monotonic(), done
             _log_scalars(writer, row)
             log(_epoch_line(row, config.epochs))
+            if out_of_time and done < config.epochs:
+                log(f"time limit reached after epoch {done}: checkpoint saved; resume to continue")
+                return finish_run(log_dir, info, history, "stopped")
     finally:
         writer.close()
-    return _finish(log_dir, info, history, "complete")
+    return finish_run(log_dir, info, history, "complete")
 
 
-def _run_epoch(step, model, optimizer, config, path, epoch, train_x, train_y, test_x, test_y, progress) -> dict:
-    lr = learning_rate(config, epoch)
-    set_lr(optimizer, lr)
-    images, labels = epoch_data(train_x, train_y, config.seed, epoch, config.max_shift)
+def _train_epoch(step, optimizer, config, path, epoch, train_x, train_y, progress) -> dict:
+    images, labels = epoch_data(train_x, train_y, config.seed, epoch, config.max_shift, config.augmentation)
     images = prepare_images(images, path)
     steps, batch = len(images) // config.batch_size, config.batch_size  # the ragged last batch is dropped
+    first_step = epoch * steps
+    per_step = config.lr_decay_steps is not None
+    lr = learning_rate(config, epoch, first_step)
+    set_lr(optimizer, lr)
     totals = torch.zeros(4, device=images.device)
     tic = time.perf_counter()
     for i in tqdm(range(steps), desc=f"epoch {epoch + 1}", leave=False, mininterval=1.0, disable=not progress):
+        if per_step and i:
+            set_lr(optimizer, learning_rate(config, epoch, first_step + i))
         totals += step(images[i * batch:(i + 1) * batch], labels[i * batch:(i + 1) * batch])
     loss, margin, recon, correct = totals.tolist()  # the epoch's only host sync
     seconds = time.perf_counter() - tic
-    test = evaluate(model, test_x, test_y, config.eval_batch_size, path)
-    has_margin, has_recon = test.margin_loss is not None, test.reconstruction_loss is not None
+    has_recon = config.model == "capsnet" and config.reconstruction
     return {
-        "epoch": epoch + 1, "lr": lr,
+        "epoch": epoch + 1, "step": first_step + steps, "lr": lr,
         "train_loss": loss / steps,
-        "train_margin_loss": margin / steps if has_margin else None,
+        "train_margin_loss": margin / steps if config.model == "capsnet" else None,
         "train_reconstruction_loss": recon / steps if has_recon else None,
         "train_accuracy": correct / (steps * batch),
-        "test_loss": test.loss, "test_margin_loss": test.margin_loss,
-        "test_reconstruction_loss": test.reconstruction_loss,
-        "test_accuracy": test.accuracy, "test_error": test.error_percent,
         "epoch_seconds": round(seconds, 3), "train_images_per_second": round(steps * batch / seconds, 1),
     }
 
 
-def _save(ckpt_dir: Path, model, optimizer, epoch: int, config: TrainConfig, history: list, is_best: bool) -> None:
-    last = ckpt_dir / ckpt.LAST
-    ckpt.save_checkpoint(last, model, optimizer, epoch, config, history)
-    if is_best:
-        with atomic_path(ckpt_dir / ckpt.BEST) as tmp:
-            shutil.copyfile(last, tmp)
+def _evaluate(model, scored: dict, config: TrainConfig, path) -> dict:
+    """The test (and validation) columns of a metrics row."""
+    row = {}
+    for split in ("validation", "test"):
+        if split not in scored:
+            row.update({f"{split}_{k}": None for k in ("loss", "accuracy", "error")})
+            continue
+        result = evaluate(model, *scored[split], config.eval_batch_size, path)
+        row.update({f"{split}_loss": result.loss, f"{split}_accuracy": result.accuracy,
+                    f"{split}_error": result.error_percent})
+        if split == "test":
+            row.update({"test_margin_loss": result.margin_loss, "test_reconstruction_loss": result.reconstruction_loss})
+    return row
+
+
+def _is_best(history: list[dict]) -> bool:
+    """Whether the newest evaluation is the one best.pt should hold: the run's selected checkpoint
+    (lowest validation error, the latest of ties) or, without a validation split, the highest test
+    accuracy so far (selected on the test set: for figures, never for reported errors)."""
+    import pandas as pd
+
+    chosen = selection(pd.DataFrame(history))
+    epoch = chosen["selected_epoch"] if chosen["selected_epoch"] is not None else chosen["best_epoch"]
+    return epoch == history[-1]["epoch"]
 
 
 def _log_scalars(writer: SummaryWriter, row: dict) -> None:
     for key, value in row.items():
         if key != "epoch" and value is not None:
             split, _, name = key.partition("_")
-            writer.add_scalar(f"{split}/{name}" if split in ("train", "test") else key, value, row["epoch"])
+            writer.add_scalar(f"{split}/{name}" if split in ("train", "test", "validation") else key, value, row["epoch"])
     writer.flush()
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
+    validation = f"val acc {row['validation_accuracy']:.2%}  " if row.get("validation_accuracy") is not None else ""
     return (f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.2e}  train loss {row['train_loss']:.4f}  "
-            f"train acc {row['train_accuracy']:.2%}  test acc {row['test_accuracy']:.2%}  "
+            f"train acc {row['train_accuracy']:.2%}  {validation}test acc {row['test_accuracy']:.2%}  "
             f"({row['epoch_seconds']:.1f} s, {row['train_images_per_second']:,.0f} img/s)")
 
 
-def _earlier_sessions(log_dir: Path) -> list[dict]:
+def _earlier_info(log_dir: Path, saved: dict) -> dict:
+    """The run.json of the run being resumed, or a minimal one rebuilt from its checkpoint."""
     try:
-        return read_run(log_dir).info.get("sessions", [])
-    except RunFolderError:
-        return []
-
-
-def _finish(log_dir: Path, info: dict, history: list, status: str) -> Run:
-    summary = {}
-    if history:
-        best = max(history, key=lambda r: r["test_accuracy"])
-        summary = {"epochs_done": history[-1]["epoch"], "final_test_error": history[-1]["test_error"],
-                   "best_test_error": best["test_error"], "best_epoch": best["epoch"],
-                   "wall_seconds": history[-1]["wall_seconds"]}
-    write_run_info(log_dir, {**info, "status": status, "summary": summary})
-    return read_run(log_dir)
+        return read_run(log_dir).info
+    except CapslibError:
+        return {"config": saved["config"], "sessions": []}

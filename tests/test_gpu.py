@@ -27,9 +27,12 @@ def relative_error(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-def fresh_model(path_name, seed=0, routing=3):
+OFFICIAL_MODEL = dict(digit_bias=True, primary_capsules="slim", init="official", margin_weight=0.05)
+
+
+def fresh_model(path_name, seed=0, routing=3, **options):
     torch.manual_seed(seed)
-    return prepare_model(CapsNet(routing).to(CUDA), PATHS[path_name])
+    return prepare_model(CapsNet(routing, **options).to(CUDA), PATHS[path_name])
 
 
 def forward(model, images, labels, path_name):
@@ -63,12 +66,13 @@ def test_graph_capture_leaves_weights_and_optimizer_untouched(mnist):
         assert all(not torch.is_tensor(v) or not v.any() for v in state.values())
 
 
-def test_graph_step_follows_the_compiled_step(mnist):
+@pytest.mark.parametrize("options", [{}, OFFICIAL_MODEL], ids=["paper", "official"])
+def test_graph_step_follows_the_compiled_step(mnist, options):
     images, labels = mnist
     batches = [(prepare_images(images[i:i + 128], PATHS["graph"]), labels[i:i + 128]) for i in range(0, 1280, 128)]
     trajectories = []
     for step_type, path_name in ((TrainStep, "compile"), (GraphedTrainStep, "graph")):
-        model = fresh_model(path_name)
+        model = fresh_model(path_name, **options)
         optimizer = make_optimizer(model, PATHS[path_name], 1e-3, CUDA)
         kwargs = {"batch_size": 128} if step_type is GraphedTrainStep else {}
         step = step_type(model, optimizer, PATHS[path_name], CUDA, **kwargs)
@@ -80,7 +84,7 @@ def test_graph_step_follows_the_compiled_step(mnist):
 
 
 def test_graph_path_trains_and_resumes(tmp_path):
-    common = dict(train_subset=4096, test_subset=1000, batch_size=128, device="cuda", speed="graph")
+    common = dict(train_subset=4096, test_subset=1000, batch_size=128, device="cuda:0", speed="graph")
     whole = train(TrainConfig(epochs=3, ckpt_dir=str(tmp_path / "whole"), **common), log=lambda *_: None)
     train(TrainConfig(epochs=2, ckpt_dir=str(tmp_path / "split"), **common), log=lambda *_: None)
     split = train(TrainConfig(epochs=3, ckpt_dir=str(tmp_path / "split"), **common), resume=True, log=lambda *_: None)
@@ -88,3 +92,17 @@ def test_graph_path_trains_and_resumes(tmp_path):
     # GPU kernels are not bitwise deterministic (atomic adds), so allow a little drift.
     assert abs(whole.history.test_accuracy.iloc[-1] - split.history.test_accuracy.iloc[-1]) < 0.01
     assert list(split.history.epoch) == [1, 2, 3]
+
+
+def test_official_recipe_trains_on_the_graph_path(tmp_path):
+    """Every official choice at once (per-step lr on the captured graph, all-shifts stream,
+    validation split): it learns, and the lr that reaches Adam follows the smooth schedule."""
+    config = TrainConfig.from_recipe("official", train_subset=6000, test_subset=1000, validation_size=1000,
+                                     epochs=3, eval_every=2, device="cuda:0", speed="graph",
+                                     ckpt_dir=str(tmp_path / "official"))
+    run = train(config, log=lambda *_: None)
+    assert list(run.history.epoch) == [2, 3]
+    assert run.history.validation_accuracy.iloc[-1] > 0.9 and run.history.test_accuracy.iloc[-1] > 0.9
+    saved = torch.load(tmp_path / "official" / "last.pt", weights_only=True)
+    steps = 3 * (5000 // 128)
+    assert float(saved["optimizer"]["param_groups"][0]["lr"]) == pytest.approx(1e-3 * 0.96 ** ((steps - 1) / 2000), rel=1e-5)

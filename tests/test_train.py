@@ -82,8 +82,8 @@ def test_resume_refuses_a_different_setup(tmp_path):
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real_epoch_data = train_module.epoch_data
 
-    def poisoned(images, labels, seed, epoch, max_shift):
-        images, labels = real_epoch_data(images, labels, seed, epoch, max_shift)
+    def poisoned(images, labels, seed, epoch, max_shift, augmentation):
+        images, labels = real_epoch_data(images, labels, seed, epoch, max_shift, augmentation)
         return (images * float("nan") if epoch == 1 else images), labels
 
     monkeypatch.setattr(train_module, "epoch_data", poisoned)
@@ -137,8 +137,15 @@ def test_learning_rate_follows_the_seed_study_schedule():
     ("dataset", "cifar", "dataset must be one of"),
     ("model", "resnet", "model must be one of"),
     ("speed", "warp", "speed must be one of"),
-    ("lr", -1.0, "need lr > 0"),
-    ("lr_decay", 1.5, "need lr > 0"),
+    ("lr", -1.0, "need a finite lr > 0"),
+    ("lr", float("inf"), "need a finite lr > 0"),
+    ("routing_iterations", 10**12, "routing_iterations must be at most"),
+    ("recipe", "tf", "recipe must be one of"),
+    ("augmentation", "flip", "augmentation must be one of"),
+    ("validation_size", -1, "validation_size must be a non-negative integer"),
+    ("min_lr", 1.0, "min_lr must be in"),
+    ("eval_every", 0, "eval_every must be a positive integer"),
+    ("lr_decay", 1.5, "need a finite lr > 0"),
     ("reconstruction", "maybe", "reconstruction must be True or False"),
     ("train_subset", 0, "train_subset must be a positive integer or None"),
 ])

@@ -1,0 +1,95 @@
+"""One GPU per training run, on a machine with one or many.
+
+A run that asks for `auto` or `cuda` (no index) on a CUDA machine takes the first visible GPU that
+no other run holds, and holds it until its process ends: a lock file per GPU, locked with flock,
+which the kernel releases however the process ends (exit, exception, kill -9). When every GPU is
+held, the run waits for one: runs never share a GPU by accident (one run at batch 128 saturates an
+H100; three sharing one got about the throughput of one alone). An explicit `cuda:K` is used as
+asked, and marked as held when it is free so that automatic runs go elsewhere.
+
+So `make -j4` (or several shells, or several notebooks) on a 4-GPU machine spreads the runs over
+the four GPUs. Locks are per user, in $CAPSLIB_GPU_LOCKS or <tmp>/capslib-gpus-<uid>, named by each
+GPU's UUID, so processes with different CUDA_VISIBLE_DEVICES agree on which physical GPU is held.
+
+`python -m capslib.gpus` prints the number of visible GPUs (the Makefile's default -j).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .errors import CapslibError
+from .speed import resolve_device
+
+POLL_SECONDS = 2.0
+_held: list = []  # the lock files this process holds, open for its lifetime
+
+
+def lock_dir() -> Path:
+    return Path(os.environ.get("CAPSLIB_GPU_LOCKS") or Path(tempfile.gettempdir()) / f"capslib-gpus-{os.getuid()}")
+
+
+def visible_gpu_ids() -> list[str]:
+    """A stable name for each visible GPU (its UUID where torch reports one)."""
+    ids = []
+    for index in range(torch.cuda.device_count()):
+        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+        ids.append(f"GPU-{uuid}" if uuid else f"index{index}")
+    return ids
+
+
+def try_claim(gpu_id: str, folder: Path) -> bool:
+    """Take the lock of `gpu_id` if no other process holds it; keep it until this process ends."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / f"{gpu_id}.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return False
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")  # who holds it, for a person looking at the folder
+    handle.flush()
+    _held.append(handle)
+    return True
+
+
+def claim_gpu(gpu_ids: list[str], folder: Path | None = None, log=print, poll_seconds: float = POLL_SECONDS) -> int:
+    """The index (into `gpu_ids`) of the first GPU this process could lock, waiting while all are held."""
+    folder = folder or lock_dir()
+    waiting = False
+    while True:
+        for index, gpu_id in enumerate(gpu_ids):
+            if try_claim(gpu_id, folder):
+                return index
+        if not waiting:
+            log(f"all {len(gpu_ids)} GPUs are held by other runs (locks in {folder}); waiting for one")
+            waiting = True
+        time.sleep(poll_seconds)
+
+
+def claim_device(device: str, log=print) -> torch.device:
+    """The device a run trains on: `auto`/`cuda` claims a free GPU; anything else is used as asked."""
+    resolved = resolve_device(device)
+    if resolved.type != "cuda":
+        return resolved
+    ids = visible_gpu_ids()
+    if resolved.index is not None:  # an explicit cuda:K wins, held or not
+        if resolved.index >= len(ids):
+            raise CapslibError(f"--device {device}: this machine has {len(ids)} visible GPU(s)")
+        try_claim(ids[resolved.index], lock_dir())
+        return resolved
+    index = claim_gpu(ids, log=log)
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+if __name__ == "__main__":
+    print(torch.cuda.device_count() if torch.cuda.is_available() else 0)

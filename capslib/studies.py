@@ -1,0 +1,122 @@
+"""The study's sets of runs beyond Table 1, declared once, and a sweep that trains a set of runs.
+
+    ablation   routing 3 + reconstruction from the paper recipe with each official choice added
+               alone, and from the official recipe with each removed alone (config.COMPONENTS),
+               all at one length, with the official validation split (the first 10,000 training
+               images) so that each run can be scored without looking at the test set
+    official   the official recipe at its full length (300,000 steps of 128), with the same split
+
+`capslib sweep STUDY --jobs N` trains a set, N runs at a time; on a GPU machine each run claims a
+GPU that no other run holds (gpus.py), so N = the number of GPUs fills the machine. Every run
+resumes where it stopped, so a sweep cut off by a time limit continues when started again, and a
+finished run is never trained twice.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import time
+import traceback
+from pathlib import Path
+
+from .config import COMPONENTS, RECIPES, TrainConfig
+from .errors import CapslibError
+from .runs import read_run, run_name, summary_line
+
+OFFICIAL_SPLIT = 10_000      # mnist_shift.py MNIST_RANGE: valid_test is the first 10,000 training images
+OFFICIAL_STEPS = 300_000     # the official README's --max_steps=300000
+ABLATION_EPOCHS = 60         # the ablation's length: see README "Where the 0.25% comes from"
+STUDY_NAMES = ("ablation", "official")
+
+
+def recipe_value(recipe: str, field: str):
+    """A field's value in a recipe (the paper recipe is TrainConfig's defaults)."""
+    return RECIPES[recipe].get(field, getattr(TrainConfig(), field))
+
+
+def ablation_configs(seeds, epochs: int = ABLATION_EPOCHS, **common) -> list[TrainConfig]:
+    """Both bases, then each component switched to the other recipe's choice, for every seed."""
+    configs = []
+    for base, other in (("paper", "official"), ("official", "paper")):
+        for component in (None, *COMPONENTS):
+            switched = {f: recipe_value(other, f) for f in COMPONENTS.get(component, ())}
+            for seed in seeds:
+                fields = {"validation_size": OFFICIAL_SPLIT, "eval_every": 3, "epochs": epochs, **common,
+                          **switched, "seed": seed}
+                configs.append(TrainConfig.from_recipe(base, **fields))
+    return configs
+
+
+def official_configs(seeds, **common) -> list[TrainConfig]:
+    """The official recipe for OFFICIAL_STEPS steps (on the 50,000 images left beside the split)."""
+    steps_per_epoch = (60_000 - OFFICIAL_SPLIT) // TrainConfig().batch_size  # 390
+    fields = {"validation_size": OFFICIAL_SPLIT, "eval_every": 4,  # every 1,560 steps (the official: 1,500)
+              "epochs": math.ceil(OFFICIAL_STEPS / steps_per_epoch), **common}
+    return [TrainConfig.from_recipe("official", **{**fields, "seed": seed}) for seed in seeds]
+
+
+def study_runs(studies: str, seeds, runs_dir: Path, results_dir: Path, **common) -> list[TrainConfig]:
+    """The configs of one or more studies ('official,ablation': in that order), each with its
+    checkpoint folder runs_dir/<study>/<run> and its logs in results_dir/<study>/<run>."""
+    builders = {"ablation": ablation_configs, "official": official_configs}
+    configs = []
+    for study in studies.split(","):
+        if study not in builders:
+            raise CapslibError(f"unknown study {study!r}; choose from {', '.join(STUDY_NAMES)}")
+        for config in builders[study](seeds, **common):
+            name = run_name(config)
+            config.ckpt_dir = str(Path(runs_dir) / study / name)
+            config.logs_dir = str(Path(results_dir) / study / name)
+            configs.append(config.validate())
+    return configs
+
+
+# A run started with less time than this before the deadline would spend it compiling, not training.
+MIN_SECONDS_TO_START = 90
+
+
+def sweep(configs: list[TrainConfig], jobs: int = 1, log=print, deadline: float | None = None) -> int:
+    """Train (or resume) every config, `jobs` at a time, each in its own process; 0 if all finished.
+
+    With a `deadline` (time.time()), running runs stop at their first evaluation after it (saving a
+    checkpoint) and runs not yet started are left for the next sweep."""
+    tasks = [(config.to_dict(), deadline) for config in configs]
+    if jobs == 1:
+        results = [_train_one(task) for task in tasks]
+    else:
+        # spawn, not fork: CUDA cannot be used in a forked child; one run per process, so that each
+        # releases its GPU (memory and lock) when it ends.
+        with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
+            results = pool.map(_train_one, tasks, chunksize=1)
+    for name, ok, message in results:
+        log(f"{'done' if ok else 'NOT DONE'}  {name}: {message}")
+    finished = sum(ok for _, ok, _ in results)
+    log(f"{finished} of {len(results)} runs finished")
+    return 0 if finished == len(results) else 1
+
+
+def _train_one(task: tuple[dict, float | None]) -> tuple[str, bool, str]:
+    from .train import train
+
+    values, deadline = task
+    config = TrainConfig.from_dict(values)
+    name = Path(config.log_dir).name
+    try:
+        if deadline is not None and time.time() > deadline - MIN_SECONDS_TO_START and not _finished(config):
+            return name, False, "not started: too close to the time limit"
+        run = train(config, resume=True, log=lambda line: print(f"[{name}] {line}", flush=True), deadline=deadline)
+        if run.info["status"] != "complete":
+            return name, False, f"{run.info['status']}: {summary_line(run.info['summary'])}"
+        return name, True, summary_line(run.info["summary"])
+    except CapslibError as err:
+        return name, False, str(err)
+    except Exception:  # a bug in one run must not lose the others' results
+        return name, False, traceback.format_exc(limit=-3).strip().replace("\n", " | ")
+
+
+def _finished(config: TrainConfig) -> bool:
+    try:
+        return read_run(config.log_dir).info.get("status") == "complete"
+    except CapslibError:
+        return False
