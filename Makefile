@@ -15,8 +15,15 @@
 #   make train        02_train    one run: make train ROUTING=1 RECON=False SEED=2 [DATASET= MODEL=]
 #   make figures      03, 04      reconstructions and perturbations of the best MNIST routing-3 run
 #   make fashion      02, 05      Fashion-MNIST: routing 3 + reconstruction for every seed, its figures
+#   make validated    capslib sweep table1: Table 1 and Fashion-MNIST with the first 10,000 training
+#                                 images held out, so every run is also scored "selected on validation"
+#   make ablation     07_ablation the official recipe at full length, and each official choice added
+#                                 to (removed from) the paper (official) recipe: where the 0.25% comes from
 #   make tables       06_summary  tables beside the paper's Table 1, accuracy and loss curves
 #   make report       HTML of the executed notebooks, without code (and with, not committed)
+#
+# On a machine with several GPUs, every run takes a GPU that no other run holds (capslib/gpus.py),
+# and make runs as many steps at once as there are visible GPUs (override with make -jN).
 
 PYTHON ?= python3
 CPU_TORCH := torch==2.13.0
@@ -40,6 +47,8 @@ else ifeq ($(PROFILE),quick)
   TRAIN_SUBSET ?= 1000
   TEST_SUBSET ?= 500
   DEVICE ?= cpu
+  SWEEP_FLAGS ?= --epochs 1 --batch-size 32 --train-subset 600 --test-subset 200 --validation-size 100 --device cpu
+  ABLATION_FLAGS ?= --routing 1
 else ifeq ($(PROFILE),tiny)
   STUDY_DIR ?= quick/tiny
   EPOCHS ?= 1
@@ -49,10 +58,14 @@ else ifeq ($(PROFILE),tiny)
   TEST_SUBSET ?= 100
   DEVICE ?= cpu
   MNIST_CONFIGS ?= routing1_norecon routing3_recon baseline
+  SWEEP_FLAGS ?= --epochs 1 --train-subset 160 --test-subset 50 --validation-size 32 --device cpu
+  ABLATION_FLAGS ?= --routing 1  # the ablation's 15 runs at routing 1: CI's CPU time
 else
   $(error PROFILE must be full, quick or tiny, not '$(PROFILE)')
 endif
 MNIST_CONFIGS ?= routing1_norecon routing1_recon routing3_norecon routing3_recon baseline
+SWEEP_FLAGS ?=
+ABLATION_FLAGS ?=
 RUNS := $(STUDY_DIR)/runs
 RESULTS := $(STUDY_DIR)/results
 NB := $(RESULTS)/notebooks
@@ -83,7 +96,21 @@ papermill = $(PYTHON) -m papermill --cwd . --log-output --no-progress-bar -k pyt
 notebook = @mkdir -p $(dir $2) && echo "papermill notebooks/$1.ipynb -> $2" && \
 	CAPSLIB_COMMAND='$(strip $(call papermill,$1,$2,$3))' $(call papermill,$1,$2,$3) && mv $(2:.ipynb=.partial.ipynb) $2
 
-.PHONY: setup test unit-test notebook-test reproduce quick data mnist train figures fashion tables report bench lab clean
+# One step per GPU at once: -j defaults to the number of visible GPUs (nvidia-smi first, so that a
+# CPU machine never starts Python for this), unless -j was given.
+GPUS := $(if $(shell command -v nvidia-smi 2>/dev/null),$(shell $(PYTHON) -m capslib.gpus 2>/dev/null),0)
+ifeq ($(filter -j% j%,$(MAKEFLAGS)),)
+  ifneq ($(filter-out 0 1,$(GPUS)),)
+    MAKEFLAGS += -j$(GPUS)
+  endif
+endif
+JOBS ?= $(if $(filter-out 0,$(GPUS)),$(GPUS),1)
+sweep = $(PYTHON) -m capslib sweep $1 --seeds $(subst $(space),$(comma),$(SEEDS)) --jobs $(JOBS) \
+	--runs-dir $(RUNS) --results-dir $(RESULTS) $(SWEEP_FLAGS)
+space := $(subst ,, )
+comma := ,
+
+.PHONY: setup test unit-test notebook-test reproduce quick data mnist train figures fashion validated ablation tables report bench lab clean
 .DELETE_ON_ERROR:
 
 setup:
@@ -93,7 +120,7 @@ setup:
 test:
 	$(PYTHON) -m pytest -q
 
-reproduce: data mnist figures fashion tables report
+reproduce: data mnist figures fashion validated ablation tables report
 
 quick:
 	$(MAKE) PROFILE=quick reproduce
@@ -114,7 +141,10 @@ MODEL ?= capsnet
 ROUTING ?= 3
 RECON ?= True
 SEED ?= 1
-train: $(call run_notebooks,$(DATASET)_$(if $(filter baseline,$(MODEL)),baseline,routing$(ROUTING)_$(if $(filter False,$(RECON)),norecon,recon))_seed$(SEED))
+# RECON takes the words the command line takes (True/False, yes/no, 1/0, any case); anything else stops.
+recon_word = $(strip $(if $(filter true t yes y 1,$(call lower,$(RECON))),recon,$(if $(filter false f no n 0,$(call lower,$(RECON))),norecon,$(error RECON must be True or False, not '$(RECON)'))))
+lower = $(shell echo '$1' | tr A-Z a-z)
+train: $(call run_notebooks,$(DATASET)_$(if $(filter baseline,$(MODEL)),baseline,routing$(ROUTING)_$(recon_word))_seed$(SEED))
 
 figures: $(NB)/03_reconstruct_mnist.ipynb $(NB)/04_perturb_mnist.ipynb
 
@@ -129,16 +159,30 @@ fashion: $(NB)/05_fashion.ipynb
 $(NB)/05_fashion.ipynb: | notebooks/05_fashion.ipynb $(call run_notebooks,$(fashion_runs))
 	$(call notebook,05_fashion,$@,-p runs_dir $(RUNS) -p results_dir $(RESULTS) -p device $(DEVICE))
 
+# Sweeps: capslib declares their runs (capslib/studies.py) and resumes any that a time limit cut off.
+validated: $(RESULTS)/table1/.done
+
+$(RESULTS)/table1/.done:
+	$(call sweep,table1) && touch $@
+
+ablation: $(NB)/07_ablation.ipynb
+
+$(RESULTS)/ablation/.done:
+	$(call sweep,official$(comma)ablation) $(ABLATION_FLAGS) && touch $@
+
+$(NB)/07_ablation.ipynb: | notebooks/07_ablation.ipynb $(RESULTS)/ablation/.done
+	$(call notebook,07_ablation,$@,-p results_dir $(RESULTS))
+
 tables: $(NB)/06_summary.ipynb
 
-$(NB)/06_summary.ipynb: | notebooks/06_summary.ipynb $(call run_notebooks,$(mnist_runs) $(fashion_runs))
+$(NB)/06_summary.ipynb: | notebooks/06_summary.ipynb $(call run_notebooks,$(mnist_runs) $(fashion_runs)) $(RESULTS)/table1/.done
 	$(call notebook,06_summary,$@,-p results_dir $(RESULTS))
 
 # HTML reports of the study's notebooks (not of every training run: 02_train is one per run):
 # results/html/ without code cells (committed), results/html/with-code/ (not committed: the executed
 # notebooks hold the same and regenerate it in seconds).
-REPORTED := 01_data_mnist 01_data_fashion-mnist 03_reconstruct_mnist 04_perturb_mnist 05_fashion 06_summary
-report: figures fashion tables data
+REPORTED := 01_data_mnist 01_data_fashion-mnist 03_reconstruct_mnist 04_perturb_mnist 05_fashion 06_summary 07_ablation
+report: figures fashion tables data ablation
 	$(PYTHON) -m jupyter nbconvert --to html --no-input --output-dir $(RESULTS)/html $(REPORTED:%=$(NB)/%.ipynb)
 	$(PYTHON) -m jupyter nbconvert --to html --output-dir $(RESULTS)/html/with-code $(REPORTED:%=$(NB)/%.ipynb)
 

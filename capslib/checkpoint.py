@@ -40,10 +40,11 @@ def set_rng_states(states: dict) -> None:
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, epoch: int,
-                    config: TrainConfig, history: list[dict]) -> None:
-    """Without an optimizer, the weights alone (best.pt): enough to evaluate, not to resume."""
+                    config: TrainConfig, history: list[dict], sessions: list[dict] = ()) -> None:
+    """Without an optimizer, the weights alone (best.pt): enough to evaluate, not to resume. The run's
+    session records travel with it, so a run folder whose logs were lost can rebuild them whole."""
     state = {"format": FORMAT, "epoch": epoch, "config": config.to_dict(), "history": history,
-             "model": model.state_dict()}
+             "sessions": list(sessions), "model": model.state_dict()}
     if optimizer is not None:
         state.update(optimizer=optimizer.state_dict(), rng=rng_states())
     atomic_save(state, path)

@@ -219,6 +219,8 @@ def build_parser() -> Parser:
     sweep.add_argument("--results-dir", default="results", metavar="DIR", help="logs go to DIR/<study>/<run>")
     sweep.add_argument("--time-limit", type=positive_float, metavar="MINUTES",
                        help="stop every run at its first evaluation after this, with a checkpoint (resume later)")
+    sweep.add_argument("--only", metavar="RUN", action="append",
+                       help="train only the run of this name (repeatable; e.g. one per task of a job array)")
     sweep.add_argument("--list", action="store_true", help="print the run folders and stop")
 
     evaluate = commands.add_parser("evaluate", help="test error and confusion matrix of a checkpoint")
@@ -265,6 +267,12 @@ def run_sweep(args) -> int:
         overrides["data_root"] = str(args.data_root)
     overrides["verify_checksums"] = args.verify
     configs = study_runs(args.study, seeds, Path(args.runs_dir), Path(args.results_dir), **overrides)
+    if args.only:
+        names = {Path(c.log_dir).name for c in configs}
+        unknown = [name for name in args.only if name not in names]
+        if unknown:
+            raise CapslibError(f"--only: {unknown[0]} is not a run of {args.study} (see --list)")
+        configs = [c for c in configs if Path(c.log_dir).name in args.only]
     if args.list:
         print("\n".join(str(c.log_dir) for c in configs))
         return 0

@@ -224,6 +224,43 @@ def loss_figure(runs, title: str = "Loss") -> Figure:
     return figure
 
 
+def ablation_figure(per_run, paper_error: float | None = None, references: dict[str, float] | None = None,
+                    title: str = "") -> Figure:
+    """One panel per base recipe: each variant's test error per seed (dots: final; open circles:
+    selected on validation), its mean final error (bar) and the base's (dashed line); dotted lines
+    for the paper's reported error and for any `references` (label -> error %)."""
+    bases = list(dict.fromkeys(per_run.base))
+    figure = Figure(figsize=(11, 6), layout="constrained")
+    axes = figure.subplots(1, len(bases), sharex=True, squeeze=False)[0]
+    for ax, base in zip(axes, bases):
+        rows = per_run[per_run.base == base]
+        variants = list(dict.fromkeys(rows.variant))
+        for y, variant in enumerate(variants):
+            runs = rows[rows.variant == variant]
+            first = y == 0 and ax is axes[0]
+            ax.scatter(runs.final_test_error, [y] * len(runs), color="tab:blue", s=22, zorder=3,
+                       label="final, per seed" if first else None)
+            ax.scatter(runs.selected_test_error, [y + 0.22] * len(runs), facecolors="none", edgecolors="tab:orange",
+                       s=22, zorder=3, label="selected on validation, per seed" if first else None)
+            ax.plot([runs.final_test_error.mean()] * 2, [y - 0.3, y + 0.3], color="tab:blue", lw=2.5,
+                    label="mean final" if first else None)
+        ax.axvline(rows[rows.variant == base].final_test_error.mean(), color="tab:blue", ls="--", lw=1, alpha=0.7,
+                   label="the base recipe's mean final" if ax is axes[0] else None)
+        lines = {**({f"paper (Sabour et al. 2017): {paper_error}%": paper_error} if paper_error is not None else {}),
+                 **(references or {})}
+        for (label, value), color in zip(lines.items(), ["tab:red", "tab:green", "tab:purple"]):
+            ax.axvline(value, color=color, ls=":", lw=1.5, label=label if ax is axes[0] else None)
+        ax.set_yticks(range(len(variants)), variants)
+        ax.invert_yaxis()
+        sign = "+ each official choice, alone" if base == "paper" else "− each official choice, alone"
+        ax.set(xlabel="MNIST test error (%)", title=f"{base} recipe {sign}")
+        ax.grid(alpha=0.3, axis="x")
+    figure.legend(loc="outside lower center", ncols=3, fontsize=8)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
 # ---------------------------------------------------------------------------------------------
 # Data and errors
 

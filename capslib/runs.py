@@ -86,6 +86,8 @@ def _lock(folder: Path, flag: str):
         if not created and not folder.is_dir():
             raise RunFolderError(f"{flag} {folder} is a file, not a folder")
         folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise RunFolderError(f"{flag} {folder} is not writable")
         fd = os.open(folder, os.O_RDONLY)
     except OSError as err:
         raise RunFolderError(f"{flag} {folder}: cannot use it ({err.strerror})") from None
@@ -125,10 +127,10 @@ def check_logs_belong_to(log_dir: Path, saved_config: TrainConfig, checkpoint: P
     try:
         logged = TrainConfig.from_dict(json.loads((log_dir / RUN_INFO).read_text())["config"])
     except (OSError, ValueError, KeyError, TypeError):
-        if _entries(log_dir) and not _holds_only_a_start(log_dir):
-            raise RunFolderError(f"--logs-dir {log_dir} holds files but no run.json of the run in {checkpoint}; "
-                                 "choose another folder") from None
-        return
+        if (log_dir / METRICS).exists():  # somebody's metrics without their run.json: not ours to overwrite
+            raise RunFolderError(f"--logs-dir {log_dir} holds a metrics.csv but no run.json of the run in "
+                                 f"{checkpoint}; choose another folder") from None
+        return  # no logs (lost, or never written): the checkpoint rebuilds them
     conflicts = resume_conflicts(logged, saved_config)
     if conflicts:
         raise RunFolderError(f"--logs-dir {log_dir} holds the logs of another run than {checkpoint} "

@@ -5,6 +5,8 @@
                all at one length, with the official validation split (the first 10,000 training
                images) so that each run can be scored without looking at the test set
     official   the official recipe at its full length (300,000 steps of 128), with the same split
+    table1     Table 1's five configurations and Fashion-MNIST (routing 3 + reconstruction) with the
+               paper recipe for 40 epochs, with the same split: the study's runs, scored honestly
 
 `capslib sweep STUDY --jobs N` trains a set, N runs at a time; on a GPU machine each run claims a
 GPU that no other run holds (gpus.py), so N = the number of GPUs fills the machine. Every run
@@ -27,7 +29,11 @@ from .runs import read_run, run_name, summary_line
 OFFICIAL_SPLIT = 10_000      # mnist_shift.py MNIST_RANGE: valid_test is the first 10,000 training images
 OFFICIAL_STEPS = 300_000     # the official README's --max_steps=300000
 ABLATION_EPOCHS = 60         # the ablation's length: see README "Where the 0.25% comes from"
-STUDY_NAMES = ("ablation", "official")
+STUDY_NAMES = ("ablation", "official", "table1")
+# Table 1's rows (paper, Table 1) as (dataset, model, routing iterations, reconstruction), and Fashion-MNIST.
+# (The baseline ignores the last two; they keep TrainConfig's defaults.)
+TABLE1 = [("mnist", "baseline", 3, True), ("mnist", "capsnet", 1, False), ("mnist", "capsnet", 1, True),
+          ("mnist", "capsnet", 3, False), ("mnist", "capsnet", 3, True), ("fashion-mnist", "capsnet", 3, True)]
 
 
 def recipe_value(recipe: str, field: str):
@@ -56,10 +62,17 @@ def official_configs(seeds, **common) -> list[TrainConfig]:
     return [TrainConfig.from_recipe("official", **{**fields, "seed": seed}) for seed in seeds]
 
 
+def table1_configs(seeds, **common) -> list[TrainConfig]:
+    """Every Table 1 configuration and Fashion-MNIST, each for every seed, with the validation split."""
+    return [TrainConfig(**{"validation_size": OFFICIAL_SPLIT, **common, "dataset": dataset, "model": model,
+                           "routing_iterations": routing, "reconstruction": reconstruction, "seed": seed})
+            for seed in seeds for dataset, model, routing, reconstruction in TABLE1]
+
+
 def study_runs(studies: str, seeds, runs_dir: Path, results_dir: Path, **common) -> list[TrainConfig]:
     """The configs of one or more studies ('official,ablation': in that order), each with its
     checkpoint folder runs_dir/<study>/<run> and its logs in results_dir/<study>/<run>."""
-    builders = {"ablation": ablation_configs, "official": official_configs}
+    builders = {"ablation": ablation_configs, "official": official_configs, "table1": table1_configs}
     configs = []
     for study in studies.split(","):
         if study not in builders:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from .config import COMPONENTS
+from .errors import RunFolderError
 from .files import atomic_write_text
-from .runs import Run, find_runs
+from .runs import Run, find_runs, selection
 
 # MNIST test error in %, mean and standard deviation (Sabour, Frosst, Hinton 2017, Table 1).
 PAPER_TABLE1 = {
@@ -28,25 +30,29 @@ CONFIGURATION_ORDER = list(PAPER_TABLE1)
 DATASET_ORDER = ["mnist", "fashion-mnist"]
 
 
-RUN_COLUMNS = ["dataset", "configuration", "seed", "epochs", "final_test_error", "best_test_error", "best_epoch",
+RUN_COLUMNS = ["dataset", "configuration", "recipe", "validation_images", "seed", "epochs", "final_test_error",
+               "selected_test_error", "selected_epoch", "best_test_error", "best_epoch",
                "mean_epoch_seconds", "wall_seconds", "device", "software", "commit", "date", "command", "run"]
-SUMMARY_COLUMNS = ["dataset", "configuration", "runs", "epochs", "final_error_mean", "final_error_std",
+SUMMARY_COLUMNS = ["dataset", "configuration", "recipe", "validation_images", "runs", "epochs",
+                   "final_error_mean", "final_error_std", "selected_error_mean", "selected_error_std",
                    "best_error_mean", "best_error_std", "paper_error", "paper_std", "other_reference_error",
                    "gap_to_paper"]
 
 
 def run_table(runs: list[Run]) -> pd.DataFrame:
-    """One row per run: its final and best test error (%) and where it came from."""
+    """One row per run: its final, validation-selected and best-on-test error (%) and where it came from."""
     rows = []
     for run in runs:
         h, session = run.history, run.info.get("sessions", [{}])[-1]
         if h.empty:
             continue
-        best = h.loc[h.test_accuracy.idxmax()]
+        chosen = selection(h)
         rows.append({
-            "dataset": run.config.dataset, "configuration": run.label, "seed": run.config.seed,
-            "epochs": int(h.epoch.iloc[-1]), "final_test_error": round(float(h.test_error.iloc[-1]), 3),
-            "best_test_error": round(float(best.test_error), 3), "best_epoch": int(best.epoch),
+            "dataset": run.config.dataset, "configuration": run.label, "recipe": run.config.variant(),
+            "validation_images": run.config.validation_size, "seed": run.config.seed,
+            "epochs": int(h.epoch.iloc[-1]), "final_test_error": _round(chosen["final_test_error"]),
+            "selected_test_error": _round(chosen["selected_test_error"]), "selected_epoch": chosen["selected_epoch"],
+            "best_test_error": _round(chosen["best_test_error"]), "best_epoch": chosen["best_epoch"],
             "mean_epoch_seconds": round(float(h.epoch_seconds.mean()), 2),
             "wall_seconds": round(float(h.wall_seconds.iloc[-1]), 1),
             "device": session.get("device"), "software": session.get("software"),
@@ -57,21 +63,26 @@ def run_table(runs: list[Run]) -> pd.DataFrame:
     if table.empty:
         return table
     order = {**{c: i for i, c in enumerate(CONFIGURATION_ORDER)}, **{d: i for i, d in enumerate(DATASET_ORDER)}}
-    return table.sort_values(["dataset", "configuration", "seed"],
-                             key=lambda col: col if col.name == "seed" else col.map(order), ignore_index=True)
+    return table.sort_values(["dataset", "configuration", "recipe", "validation_images", "seed"],
+                             key=lambda col: col.map(order) if col.name in ("dataset", "configuration") else col,
+                             ignore_index=True)
 
 
 def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset and configuration: mean ± sample std (ddof=1) of the final and best test error."""
+    """Per dataset, configuration, recipe and validation split: mean ± sample std (ddof=1) over seeds
+    of the final, validation-selected and best-on-test error."""
     rows = []
-    for (dataset, configuration), group in per_run.groupby(["dataset", "configuration"], sort=False):
+    keys = ["dataset", "configuration", "recipe", "validation_images"]
+    for (dataset, configuration, recipe, validation), group in per_run.groupby(keys, sort=False):
         paper = PAPER_TABLE1.get(configuration, (None, None)) if dataset == "mnist" else (None, None)
         reference = {**SEED_STUDY_ERROR, **FASHION_REFERENCE_ERROR}.get((dataset, configuration))
         rows.append({
-            "dataset": dataset, "configuration": configuration, "runs": len(group),
-            "epochs": "/".join(str(e) for e in sorted(group.epochs.unique())),
+            "dataset": dataset, "configuration": configuration, "recipe": recipe, "validation_images": validation,
+            "runs": len(group), "epochs": "/".join(str(e) for e in sorted(group.epochs.unique())),
             "final_error_mean": _round(group.final_test_error.mean()),
             "final_error_std": _round(group.final_test_error.std(ddof=1)),
+            "selected_error_mean": _round(group.selected_test_error.astype(float).mean()),
+            "selected_error_std": _round(group.selected_test_error.astype(float).std(ddof=1)),
             "best_error_mean": _round(group.best_test_error.mean()),
             "best_error_std": _round(group.best_test_error.std(ddof=1)),
             "paper_error": paper[0], "paper_std": paper[1], "other_reference_error": reference,
@@ -82,6 +93,68 @@ def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:
 
 def _round(value: float, digits: int = 3):
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), digits)
+
+
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (standard tables); beyond 30 the
+# normal 1.96 (slightly narrow). The ablation compares 3 seeds with 3 seeds: 4 degrees of freedom.
+T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def difference_interval(values, base) -> tuple[float, float, float]:
+    """mean(values) − mean(base) and its 95% confidence interval (two-sample t, pooled variance)."""
+    a, b = pd.Series(values, dtype=float).dropna(), pd.Series(base, dtype=float).dropna()
+    difference = a.mean() - b.mean()
+    df = len(a) + len(b) - 2
+    if df < 1:
+        return difference, math.nan, math.nan
+    pooled = ((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / df
+    half = (T_975[df - 1] if df <= len(T_975) else 1.96) * math.sqrt(pooled * (1 / len(a) + 1 / len(b)))
+    return difference, difference - half, difference + half
+
+
+ABLATION_RUN_COLUMNS = ["variant", "base", "component", "change", "seed", "epochs", "final_test_error",
+                        "selected_test_error", "selected_epoch", "best_test_error", "run"]
+ABLATION_SUMMARY_COLUMNS = ["variant", "base", "component", "change", "runs", "final_mean", "final_std",
+                            "final_vs_base", "final_vs_base_low", "final_vs_base_high", "selected_mean", "selected_std",
+                            "selected_vs_base", "selected_vs_base_low", "selected_vs_base_high", "best_mean"]
+
+
+def ablation_tables(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ablation per run, and per variant: mean ± std over seeds of the final and the
+    validation-selected test error, and each variant's difference from its base recipe with a 95%
+    interval (an interval that excludes 0 is a difference three seeds can see)."""
+    rows = []
+    for run in runs:
+        variant, chosen = run.config.variant(), selection(run.history)
+        component = variant[len(run.config.recipe) + 1:] or "—"
+        rows.append({"variant": variant, "base": run.config.recipe, "component": component,
+                     "change": "" if component == "—" else ("added" if run.config.recipe == "paper" else "removed"),
+                     "seed": run.config.seed, "epochs": int(run.history.epoch.iloc[-1]),
+                     "final_test_error": _round(chosen["final_test_error"]),
+                     "selected_test_error": _round(chosen["selected_test_error"]),
+                     "selected_epoch": chosen["selected_epoch"], "best_test_error": _round(chosen["best_test_error"]),
+                     "run": str(run.folder)})
+    per_run = pd.DataFrame(rows, columns=ABLATION_RUN_COLUMNS)
+    order = {name: i for i, name in enumerate(["—", *COMPONENTS])}
+    per_run = per_run.sort_values(["base", "component", "seed"], key=lambda c: c.map(order) if c.name == "component"
+                                  else (c.map({"paper": 0, "official": 1}) if c.name == "base" else c),
+                                  ignore_index=True)
+    summary = []
+    for (variant, base, component, change), group in per_run.groupby(["variant", "base", "component", "change"],
+                                                                     sort=False):
+        base_runs = per_run[(per_run.base == base) & (per_run.component == "—")]
+        row = {"variant": variant, "base": base, "component": component, "change": change, "runs": len(group),
+               "best_mean": _round(group.best_test_error.mean())}
+        for column, name in (("final_test_error", "final"), ("selected_test_error", "selected")):
+            row[f"{name}_mean"] = _round(group[column].mean())
+            row[f"{name}_std"] = _round(group[column].std(ddof=1))
+            if component != "—":
+                difference, low, high = difference_interval(group[column], base_runs[column])
+                row.update({f"{name}_vs_base": _round(difference), f"{name}_vs_base_low": _round(low),
+                            f"{name}_vs_base_high": _round(high)})
+        summary.append(row)
+    return per_run, pd.DataFrame(summary, columns=ABLATION_SUMMARY_COLUMNS)
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -103,20 +176,45 @@ def write_table(table: pd.DataFrame, stem: Path | str, title: str, note: str = "
     atomic_write_text(stem.with_suffix(".md"), f"# {title}\n\n" + (f"{note}\n\n" if note else "") + markdown_table(table))
 
 
-def write_result_tables(runs_dir: Path | str, tables_dir: Path | str, pattern: str = "*"
+def write_result_tables(runs_dirs, tables_dir: Path | str, pattern: str = "*"
                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rebuild runs.{csv,md} and summary.{csv,md} in `tables_dir` from every run under `runs_dir`.
+    """Rebuild runs.{csv,md} and summary.{csv,md} in `tables_dir` from every completed run under
+    `runs_dirs` (one folder or several).
 
     Rebuilt from the run folders each time (never appended), so concurrent or repeated calls agree."""
-    per_run = run_table([r for r in find_runs(runs_dir, pattern) if r.info.get("status") == "complete"])
+    folders = [runs_dirs] if isinstance(runs_dirs, (str, Path)) else list(runs_dirs)
+    runs = [r for folder in folders for r in find_runs(folder, pattern) if r.info.get("status") == "complete"]
+    per_run = run_table(runs)
     summary = summary_table(per_run)
     tables_dir = Path(tables_dir)
     write_table(per_run, tables_dir / "runs", "Test error of every run (%)",
-                "final = the last epoch's test error; best = the lowest over all epochs (selected on the "
-                "test set, shown for comparison only). Provenance: each run's command, commit, device, "
-                "software and date; per-epoch logs in the run folder.")
+                "final = the last epoch's test error; selected = the test error of the evaluation with the "
+                "lowest validation error (runs with a validation split: the first validation_images training "
+                "images held out); best = the lowest test error over all evaluations (selected on the test set, "
+                "shown for comparison with the official evaluator only). recipe = paper, official, or a "
+                "recipe with components added (+) or removed (-). Provenance: each run's command, commit, "
+                "device, software and date; per-evaluation logs in the run folder.")
     write_table(summary, tables_dir / "summary", "Test error per configuration (%), mean ± sample std over seeds",
                 "paper = Sabour et al. 2017, Table 1 (MNIST); other_reference = the TensorFlow study's 99.74% "
                 "(MNIST, routing 3 + reconstruction) or the widely cited CapsNet Fashion-MNIST 93.6%. "
                 "gap_to_paper = our mean final error minus the paper's.")
+    return per_run, summary
+
+
+def write_ablation_tables(runs_dir: Path | str, tables_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ablation.{csv,md} (every run) and ablation_summary.{csv,md} (every variant) in `tables_dir`."""
+    runs = [r for r in find_runs(runs_dir) if r.info.get("status") == "complete"]
+    if not runs:
+        raise RunFolderError(f"no completed ablation run under {runs_dir}: train them with `make ablation`")
+    per_run, summary = ablation_tables(runs)
+    tables_dir = Path(tables_dir)
+    write_table(per_run, tables_dir / "ablation", "Ablation: test error of every run (%)",
+                "Routing 3 + reconstruction, MNIST, every run trained on training images 10,001-60,000 with the "
+                "first 10,000 held out for validation. final = after the last epoch; selected = at the "
+                "evaluation with the lowest validation error; best = the lowest test error over all "
+                "evaluations (selected on the test set: for comparison with the official evaluator only).")
+    write_table(summary, tables_dir / "ablation_summary", "Ablation: each official choice added to the paper "
+                "recipe, or removed from the official recipe (test error %, mean ± std over seeds)",
+                "*_vs_base = the variant's mean minus its base recipe's, with a 95% interval "
+                "(two-sample t, pooled variance, 3 + 3 seeds: 4 degrees of freedom).")
     return per_run, summary

@@ -121,11 +121,11 @@ def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadlin
                                        f"(test); training stopped, {kept}")
             history.append(row)
             if _is_best(history):
-                ckpt.save_checkpoint(ckpt_dir / ckpt.BEST, model, None, done, config, history)
+                ckpt.save_checkpoint(ckpt_dir / ckpt.BEST, model, None, done, config, history, info["sessions"])
             out_of_time = deadline is not None and time.time() >= deadline
             if saved_at is None or time.monotonic() - saved_at >= CHECKPOINT_SECONDS or done == config.epochs \
                     or out_of_time:
-                ckpt.save_checkpoint(ckpt_dir / ckpt.LAST, model, optimizer, done, config, history)
+                ckpt.save_checkpoint(ckpt_dir / ckpt.LAST, model, optimizer, done, config, history, info["sessions"])
                 write_metrics(log_dir, history)  # the CSV never runs ahead of the checkpoint
                 saved_at, saved_epoch = time.monotonic(), done
             _log_scalars(writer, row)
@@ -207,8 +207,9 @@ def _epoch_line(row: dict, epochs: int) -> str:
 
 
 def _earlier_info(log_dir: Path, saved: dict) -> dict:
-    """The run.json of the run being resumed, or a minimal one rebuilt from its checkpoint."""
+    """The run.json of the run being resumed, or one rebuilt from its checkpoint."""
     try:
         return read_run(log_dir).info
     except CapslibError:
-        return {"config": saved["config"], "sessions": []}
+        return {"config": saved["config"], "variant": TrainConfig.from_dict(saved["config"]).variant(),
+                "sessions": saved.get("sessions", [])}

@@ -302,11 +302,7 @@ def test_perturb_capsule_uses_the_class(model, capsule, grid):
 # tables
 
 
-RUN_COLUMNS = ["dataset", "configuration", "seed", "epochs", "final_test_error", "best_test_error", "best_epoch",
-               "mean_epoch_seconds", "wall_seconds", "device", "software", "commit", "date", "command", "run"]
-SUMMARY_COLUMNS = ["dataset", "configuration", "runs", "epochs", "final_error_mean", "final_error_std",
-                   "best_error_mean", "best_error_std", "paper_error", "paper_std", "other_reference_error",
-                   "gap_to_paper"]
+RUN_COLUMNS, SUMMARY_COLUMNS = T.RUN_COLUMNS, T.SUMMARY_COLUMNS
 
 
 def test_find_runs_skips_a_run_just_started(study):
@@ -380,8 +376,9 @@ def test_summary_table(per_run):
 
 def test_summary_table_ddof1_matches_pandas_by_hand():
     per_run = pd.DataFrame({"dataset": ["mnist"] * 3, "configuration": ["baseline CNN"] * 3,
+                            "recipe": ["paper"] * 3, "validation_images": [0] * 3,
                             "epochs": [40, 40, 50], "final_test_error": [0.40, 0.35, 0.45],
-                            "best_test_error": [0.30, 0.30, 0.30]})
+                            "selected_test_error": [None] * 3, "best_test_error": [0.30, 0.30, 0.30]})
     row = T.summary_table(per_run).iloc[0]
     assert row.final_error_mean == pytest.approx(0.4)
     assert row.final_error_std == pytest.approx(0.05)  # sqrt((0.0025 + 0 + 0.0025) / 2)

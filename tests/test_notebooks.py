@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from capslib import tables as T
 from PIL import Image
 
 pytestmark = pytest.mark.notebooks
@@ -31,7 +33,7 @@ SOURCES = sorted((REPO / "notebooks").glob("*.ipynb"))
 TRAIN_RUNS = ["mnist_routing1_norecon_seed1", "mnist_routing3_recon_seed1", "mnist_baseline_seed1",
               "fashion-mnist_routing3_recon_seed1"]
 REPORTED = ["01_data_mnist", "01_data_fashion-mnist", "03_reconstruct_mnist", "04_perturb_mnist", "05_fashion",
-            "06_summary"]
+            "06_summary", "07_ablation"]
 EXECUTED = REPORTED + [f"train/{run}" for run in TRAIN_RUNS]
 FIGURES = {  # name -> exact size in pixels, where the layout fixes it
     "mnist_samples.png": None, "fashion-mnist_samples.png": None,
@@ -40,13 +42,9 @@ FIGURES = {  # name -> exact size in pixels, where the layout fixes it
     "mnist_accuracy_routing3.png": (900, 550), "mnist_loss.png": (900, 550),
     "fashion-mnist_accuracy.png": (900, 550), "fashion-mnist_loss.png": (900, 550),
     "fashion-mnist_reconstructions.png": (1280, 500), "fashion-mnist_perturbations.png": (1800, 1020),
-    "fashion-mnist_confusion.png": None,
+    "fashion-mnist_confusion.png": None, "ablation.png": None, "official_accuracy.png": None,
 }
-RUN_COLUMNS = ["dataset", "configuration", "seed", "epochs", "final_test_error", "best_test_error", "best_epoch",
-               "mean_epoch_seconds", "wall_seconds", "device", "software", "commit", "date", "command", "run"]
-SUMMARY_COLUMNS = ["dataset", "configuration", "runs", "epochs", "final_error_mean", "final_error_std",
-                   "best_error_mean", "best_error_std", "paper_error", "paper_std", "other_reference_error",
-                   "gap_to_paper"]
+RUN_COLUMNS, SUMMARY_COLUMNS = T.RUN_COLUMNS, T.SUMMARY_COLUMNS
 CONFIGURATIONS = {("mnist", "routing 1, no reconstruction"), ("mnist", "routing 3, reconstruction"),
                   ("mnist", "baseline CNN"), ("fashion-mnist", "routing 3, reconstruction")}
 ROUTING_MESSAGE = "routing_iterations must be a positive integer"
@@ -183,8 +181,14 @@ def test_every_figure_decodes(results):
 
 
 def test_result_tables(results):
-    runs = pd.read_csv(results / "tables" / "runs.csv")
-    assert list(runs.columns) == RUN_COLUMNS
+    everything = pd.read_csv(results / "tables" / "runs.csv")
+    assert list(everything.columns) == RUN_COLUMNS
+    # the Makefile's runs, then `make validated` (every configuration with the split) and the official runs
+    assert set(zip(everything.recipe, everything.validation_images)) == {("paper", 0), ("paper", 32), ("official", 32)}
+    validated = everything[everything.validation_images > 0]
+    assert validated.selected_test_error.notna().all() and (validated.recipe == "paper").sum() == 6
+    runs = everything[everything.validation_images == 0]
+    assert runs.selected_test_error.isna().all()
     assert len(runs) == len(TRAIN_RUNS)
     assert set(zip(runs.dataset, runs.configuration)) == CONFIGURATIONS
     assert (runs.seed == 1).all() and (runs.epochs == 1).all()
@@ -192,6 +196,7 @@ def test_result_tables(results):
     assert {Path(r).name for r in runs.run} == set(TRAIN_RUNS)
     summary = pd.read_csv(results / "tables" / "summary.csv")
     assert list(summary.columns) == SUMMARY_COLUMNS
+    summary = summary[summary.validation_images == 0]
     assert len(summary) == len(CONFIGURATIONS)
     assert set(zip(summary.dataset, summary.configuration)) == CONFIGURATIONS
     assert (summary.runs == 1).all()
@@ -253,9 +258,20 @@ def test_committed_notebook_has_one_parameters_cell_of_literals(path):
         ast.literal_eval(statement.value)  # raises ValueError unless a literal
 
 
-def test_six_committed_notebooks():
+def test_seven_committed_notebooks():
     assert [p.name for p in SOURCES] == ["01_data.ipynb", "02_train.ipynb", "03_reconstruct.ipynb",
-                                         "04_perturb.ipynb", "05_fashion.ipynb", "06_summary.ipynb"]
+                                         "04_perturb.ipynb", "05_fashion.ipynb", "06_summary.ipynb",
+                                         "07_ablation.ipynb"]
+
+
+def test_ablation_tables(results):
+    per_run = pd.read_csv(results / "tables" / "ablation.csv")
+    assert list(per_run.columns) == T.ABLATION_RUN_COLUMNS
+    # both bases and each of the six components switched, one seed each in the tiny profile
+    assert len(per_run) == 14 and per_run.variant.nunique() == 14
+    assert per_run.selected_test_error.notna().all()
+    summary = pd.read_csv(results / "tables" / "ablation_summary.csv")
+    assert list(summary.columns) == T.ABLATION_SUMMARY_COLUMNS and len(summary) == 14
 
 
 # ---------------------------------------------------------------------------------------------

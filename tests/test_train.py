@@ -157,3 +157,16 @@ def test_config_validation_names_the_field(field, value, message):
 def test_batch_larger_than_the_training_set_is_refused(tmp_path):
     with pytest.raises(CapslibError, match="exceeds the 32 training images"):
         train(small(tmp_path, train_subset=32, batch_size=64), **QUIET)
+
+
+def test_lost_logs_are_rebuilt_from_the_checkpoint_with_their_sessions(tmp_path):
+    """A run folder whose run.json and metrics.csv were deleted (a re-synced working copy, a careless
+    clean-up) gets them back from last.pt when resumed, provenance included."""
+    config = small(tmp_path, epochs=1)
+    first = train(config, **QUIET)
+    (tmp_path / "run" / "run.json").unlink()
+    (tmp_path / "run" / "metrics.csv").unlink()
+    again = train(config, resume=True, **QUIET)
+    assert again.info["status"] == "complete"
+    assert again.info["sessions"] == first.info["sessions"]
+    assert again.history.equals(first.history)

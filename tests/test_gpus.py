@@ -1,0 +1,157 @@
+"""One GPU per run (capslib/gpus.py) and one process per run folder (capslib/runs.py), with real
+processes: the locks are flocks, so only separate processes can show that they exclude each other.
+The GPUs are faked (a list of names), so this runs on any CPU machine."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from capslib.config import TrainConfig
+from capslib.errors import RunFolderError
+from capslib.gpus import claim_gpu
+from capslib.runs import open_run_folder
+
+REPO = Path(__file__).resolve().parent.parent
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from capslib.gpus import claim_gpu
+    index = claim_gpu(sys.argv[2].split(","), Path(sys.argv[1]), log=lambda line: print("waiting", flush=True),
+                      poll_seconds=0.05)
+    print(f"claimed {index}", flush=True)
+    time.sleep(float(sys.argv[3]))
+""")
+
+
+def start_holder(lock_dir: Path, gpus: list[str], hold_seconds: float = 60) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", HOLDER, str(lock_dir), ",".join(gpus), str(hold_seconds)],
+                            cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def first_line(process: subprocess.Popen) -> str:
+    return process.stdout.readline().strip()
+
+
+def test_two_processes_never_hold_the_same_gpu(tmp_path):
+    gpus = ["GPU-a", "GPU-b"]
+    first, second = start_holder(tmp_path, gpus), start_holder(tmp_path, gpus)
+    try:
+        claimed = {first_line(first), first_line(second)}
+        assert claimed == {"claimed 0", "claimed 1"}
+    finally:
+        first.kill(), second.kill()
+
+
+def test_more_runs_than_gpus_wait_and_a_killed_run_frees_its_gpu(tmp_path):
+    holder = start_holder(tmp_path, ["GPU-a"])
+    assert first_line(holder) == "claimed 0"
+    waiter = start_holder(tmp_path, ["GPU-a"])
+    try:
+        assert first_line(waiter) == "waiting"  # all GPUs held: it waits instead of sharing
+        holder.send_signal(signal.SIGKILL)  # the kernel releases a dead process's lock
+        holder.wait()
+        assert first_line(waiter) == "claimed 0"
+    finally:
+        holder.kill(), waiter.kill()
+
+
+def test_a_process_claims_the_first_free_gpu(tmp_path):
+    holder = start_holder(tmp_path, ["GPU-a"])
+    try:
+        assert first_line(holder) == "claimed 0"
+        assert claim_gpu(["GPU-a", "GPU-b", "GPU-c"], tmp_path, poll_seconds=0.05) == 1
+    finally:
+        holder.kill()
+
+
+LOCKER = textwrap.dedent("""
+    import sys, time
+    from capslib.runs import open_run_folder
+    with open_run_folder(sys.argv[1], sys.argv[1], resume=True):
+        print("locked", flush=True)
+        time.sleep(60)
+""")
+
+
+def test_a_run_folder_in_use_is_refused_and_freed_when_its_process_dies(tmp_path):
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", LOCKER, str(folder)], cwd=REPO, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert first_line(holder) == "locked"
+        with pytest.raises(RunFolderError, match="in use by another training process"):
+            with open_run_folder(folder, folder, resume=True):
+                pass
+        holder.kill()
+        holder.wait()
+        with open_run_folder(folder, folder, resume=True) as checkpoint:
+            assert checkpoint is None  # empty folder: a fresh start
+    finally:
+        holder.kill()
+
+
+def test_two_trainings_started_together_into_one_folder_one_is_refused(tmp_path):
+    """Two real `capslib train` processes into one --ckpt-dir: one trains, the other exits 2 at once
+    with one line, and the folder holds exactly one run."""
+    folder = tmp_path / "run"
+    argv = [sys.executable, "-m", "capslib", "train", "--train-subset", "256", "--test-subset", "50",
+            "--batch-size", "64", "--epochs", "2", "--routing", "1", "--device", "cpu", "--ckpt-dir", str(folder)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    processes = [subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert "in use by another training process" in refused and len(refused.strip().splitlines()) == 1
+    assert (folder / "last.pt").is_file() and (folder / "metrics.csv").is_file()
+
+
+def test_stale_temporary_files_of_a_killed_write_do_not_block_a_resume(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # what a kill mid-write leaves
+    with open_run_folder(folder, folder, resume=True) as checkpoint:
+        assert checkpoint is None
+    assert not any(folder.iterdir())
+
+
+def test_a_read_only_or_file_run_folder_is_one_line(tmp_path):
+    file = tmp_path / "file"
+    file.write_text("x")
+    with pytest.raises(RunFolderError, match="is a file, not a folder"):
+        with open_run_folder(file, file, resume=False):
+            pass
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "ro"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(RunFolderError, match="not writable"):
+            with open_run_folder(locked, locked, resume=False):
+                pass
+
+
+def test_sweep_time_limit_stops_runs_with_a_checkpoint_and_resumes(tmp_path):
+    from capslib.studies import sweep
+
+    config = TrainConfig(train_subset=256, test_subset=50, batch_size=64, epochs=3, routing_iterations=1,
+                         device="cpu", ckpt_dir=str(tmp_path / "run"))
+    assert sweep([config], deadline=time.time() - 1, log=lambda *_: None) == 1  # too late to start
+    assert not (tmp_path / "run").exists()
+    from capslib.train import train
+
+    stopped = train(config, log=lambda *_: None, deadline=time.time())  # stops after its first evaluation
+    assert stopped.info["status"] == "stopped" and list(stopped.history.epoch) == [1]
+    assert sweep([config], log=lambda *_: None) == 0
+    resumed = TrainConfig.from_dict(config.to_dict())
+    from capslib.runs import read_run
+
+    run = read_run(resumed.log_dir)
+    assert run.info["status"] == "complete" and list(run.history.epoch) == [1, 2, 3]
+    assert [s["start_epoch"] for s in run.info["sessions"]] == [0, 1]

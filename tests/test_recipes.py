@@ -1,0 +1,190 @@
+"""The official code's choices (config.COMPONENTS), the validation protocol and the ablation's
+arithmetic, on CPU."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from capslib import tables as T
+from capslib.cli import build_parser, config_from_args
+from capslib.config import COMPONENTS, OFFICIAL, RECIPES, TrainConfig
+from capslib.data import all_shifts_order, epoch_data, load_dataset
+from capslib.losses import margin_loss
+from capslib.model import CapsNet, count_parameters, model_for
+from capslib.runs import selection, run_name
+from capslib.studies import ablation_configs, official_configs, table1_configs
+from capslib.train import learning_rate
+
+
+# ---------------------------------------------------------------------------------------------
+# one source of truth
+
+
+def test_cli_defaults_are_train_configs():
+    args = build_parser().parse_args(["train"])
+    assert config_from_args(args) == TrainConfig()
+
+
+def test_cli_recipe_then_flags():
+    args = build_parser().parse_args(["train", "--recipe", "official", "--epochs", "5", "--digit-bias", "False"])
+    config = config_from_args(args)
+    assert config == TrainConfig.from_recipe("official", epochs=5, digit_bias=False)
+    assert config.variant() == "official-bias"
+
+
+def test_recipes_name_every_component_field():
+    fields = {f for group in COMPONENTS.values() for f in group}
+    assert fields == set(OFFICIAL) - {"epochs"}
+    assert RECIPES["paper"] == {}  # the paper recipe is TrainConfig's defaults
+
+
+def test_the_paper_recipe_keeps_the_study_settings():
+    config = TrainConfig()
+    assert (config.batch_size, config.max_shift, config.lr, config.lr_decay, config.epochs) == (128, 2, 1e-3, 0.95, 40)
+    assert (config.routing_iterations, config.reconstruction, config.validation_size) == (3, True, 0)
+    assert config.variant() == "paper" and run_name(config) == "mnist_routing3_recon_seed1"
+
+
+# ---------------------------------------------------------------------------------------------
+# the model's official variants
+
+
+def test_official_model_has_the_papers_parameter_count_plus_the_digit_bias():
+    model = model_for(TrainConfig.from_recipe("official"))
+    assert count_parameters(model) == 8_215_568 + 160
+    assert model.primary_caps.bias is None and model.primary_bias.shape == (256,)
+    assert model.digit_bias.shape == (10, 16) and torch.all(model.digit_bias == 0.1)
+
+
+def test_official_init_is_truncated_normal_with_biases_of_0_1():
+    torch.manual_seed(0)
+    model = CapsNet(init="official")
+    assert model.W.abs().max() <= 0.2 and 0.08 < model.W.std() < 0.095  # ±2σ truncation shrinks σ to 0.088
+    assert model.conv1.weight.abs().max() <= 0.1 and torch.all(model.conv1.bias == 0.1)
+    decoder_first = model.decoder.layers[0]
+    assert decoder_first.weight.abs().max() <= 0.2 and torch.all(decoder_first.bias == 0.1)
+
+
+def test_slim_primary_capsules_divide_the_convolution_by_32_and_add_their_bias():
+    torch.manual_seed(0)
+    slim = CapsNet(primary_capsules="slim")
+    images = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        slim.primary_bias.uniform_(-1, 1)
+        features = slim.primary_caps(torch.relu(slim.conv1(images)))
+        s = features.permute(0, 2, 3, 1) / 32 + slim.primary_bias
+        s = s.reshape(2, 1152, 8)
+        expected = s * (s.norm(dim=-1, keepdim=True) ** 2 / (1 + s.norm(dim=-1, keepdim=True) ** 2)) / s.norm(dim=-1, keepdim=True)
+        assert torch.allclose(slim.primary_capsules(images), expected, atol=1e-6)
+
+
+def test_digit_bias_enters_every_squash():
+    torch.manual_seed(0)
+    model = CapsNet(digit_bias=True, reconstruction=False)
+    images = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        before = model.digit_capsules(images)
+        model.digit_bias.fill_(0.0)
+        without = model.digit_capsules(images)
+    assert not torch.allclose(before, without)
+
+
+def test_official_loss_weighs_the_margin_loss_one_twentieth():
+    torch.manual_seed(0)
+    images, targets = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    paper, official = CapsNet(), CapsNet(margin_weight=0.05)
+    official.load_state_dict(paper.state_dict())
+    a, b = paper(images, targets), official(images, targets)
+    assert torch.allclose(a.margin_loss, b.margin_loss)
+    assert b.loss.item() == pytest.approx(0.05 * b.margin_loss.item() + 0.0005 * b.reconstruction_loss.item(), rel=1e-5)
+    # the official code's own formula: per class 0.5·pos + 0.5·0.5·neg, averaged over batch and classes
+    lengths = a.scores
+    present = torch.nn.functional.one_hot(targets, 10).float()
+    official_margin = (0.5 * present * torch.relu(0.9 - lengths) ** 2
+                       + 0.25 * (1 - present) * torch.relu(lengths - 0.1) ** 2).mean()
+    assert official_margin.item() == pytest.approx(0.05 * margin_loss(lengths, targets).item(), rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# the official data stream and schedule
+
+
+def test_all_shifts_order_is_a_local_permutation():
+    generator = torch.Generator().manual_seed(0)
+    order = all_shifts_order(100_000, generator, buffer=5000)
+    assert torch.equal(order.sort().values, torch.arange(100_000))
+    delay = order - torch.arange(100_000)  # how far each record moved
+    assert 2000 < delay.abs().float().mean() < 8000  # about the buffer's size, not the whole stream
+    # the first records out are early records: the stream keeps its file order, mixed locally
+    assert order[:1000].float().mean() < 10_000
+
+
+def test_all_shifts_epochs_show_every_image_in_all_25_shifts_per_pass():
+    images = torch.zeros(8, 1, 28, 28)
+    images[:, 0, 14, 14] = 1.0  # a dot in the middle: its position tells the shift
+    labels = torch.arange(8)
+    seen = set()
+    for epoch in range(25):  # one pass: 25 epochs of 8 records
+        x, y = epoch_data(images, labels, seed=1, epoch=epoch, max_shift=2, augmentation="all-shifts")
+        assert len(x) == 8
+        for image, label in zip(x, y):
+            row, col = divmod(int(image[0].flatten().argmax()), 28)
+            seen.add((int(label), row - 14, col - 14))
+    assert seen == {(i, dy, dx) for i in range(8) for dy in range(-2, 3) for dx in range(-2, 3)}
+
+
+def test_step_schedule_is_smooth_and_floored():
+    official = TrainConfig.from_recipe("official")
+    assert learning_rate(official, epoch=5, step=0) == 1e-3
+    assert learning_rate(official, epoch=5, step=1000) == pytest.approx(1e-3 * 0.96 ** 0.5)
+    assert learning_rate(official, epoch=0, step=10**7) == 1e-6  # the floor
+    paper = TrainConfig()
+    assert learning_rate(paper, epoch=3, step=999) == pytest.approx(1e-3 * 0.95 ** 3)
+
+
+def test_validation_split_is_the_first_training_images():
+    data = load_dataset("mnist", train_subset=300, test_subset=10, validation_size=100)
+    full = load_dataset("mnist", train_subset=300, test_subset=10)
+    assert (data.validation_images == full.train_images[:100]).all()
+    assert (data.train_images == full.train_images[100:]).all() and len(data.train_images) == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# selection and the ablation's arithmetic
+
+
+def test_selection_takes_the_lowest_validation_error_latest_of_ties():
+    history = pd.DataFrame({"epoch": [1, 2, 3, 4], "validation_error": [0.5, 0.4, 0.4, 0.6],
+                            "test_error": [0.45, 0.38, 0.36, 0.30], "test_accuracy": [0.9955, 0.9962, 0.9964, 0.997]})
+    chosen = selection(history)
+    assert (chosen["selected_epoch"], chosen["selected_test_error"]) == (3, 0.36)
+    assert (chosen["final_test_error"], chosen["best_epoch"], chosen["best_test_error"]) == (0.30, 4, 0.30)
+    no_split = selection(history.assign(validation_error=None))
+    assert no_split["selected_test_error"] is None and no_split["final_test_error"] == 0.30
+
+
+def test_difference_interval_by_hand():
+    difference, low, high = T.difference_interval([0.30, 0.32, 0.34], [0.36, 0.38, 0.40])
+    # pooled std 0.02, se = 0.02·sqrt(2/3), t(0.975, 4) = 2.776
+    half = 2.776 * 0.02 * math.sqrt(2 / 3)
+    assert difference == pytest.approx(-0.06)
+    assert (low, high) == (pytest.approx(-0.06 - half), pytest.approx(-0.06 + half))
+
+
+def test_ablation_declares_both_bases_and_every_component():
+    configs = ablation_configs([1, 2])
+    variants = [c.variant() for c in configs]
+    assert len(configs) == 2 * 2 * (1 + len(COMPONENTS))
+    assert set(variants) == {"paper", "official"} | {f"paper+{c}" for c in COMPONENTS} | {f"official-{c}" for c in COMPONENTS}
+    assert all(c.validation_size == 10_000 and c.epochs == 60 for c in configs)
+    assert len({run_name(c) for c in configs}) == len(configs)
+
+
+def test_official_runs_take_300000_steps_and_table1_has_its_six_configurations():
+    (official,) = official_configs([1])
+    assert official.epochs * ((60_000 - official.validation_size) // official.batch_size) >= 300_000
+    names = {run_name(c) for c in table1_configs([1])}
+    assert names == {"mnist_baseline_seed1", "mnist_routing1_norecon_seed1", "mnist_routing1_recon_seed1",
+                     "mnist_routing3_norecon_seed1", "mnist_routing3_recon_seed1", "fashion-mnist_routing3_recon_seed1"}
