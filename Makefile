@@ -2,6 +2,7 @@
 #
 #   make setup        install capslib, the notebook stack and pytest (CPU torch 2.13.0 if no torch)
 #   make test         unit tests, then every notebook on a tiny profile (CPU, a few minutes)
+#   make mutation     plant each of a list of bugs in a copy of capslib; the tests must catch them
 #   make reproduce    the whole study (GPU): data, every training run, figures, tables, reports
 #   make quick        the same study on small subsets, on CPU, in minutes, written under quick/
 #   make bench        speed of each training path (GPU) -> results/benchmarks.md
@@ -83,7 +84,7 @@ papermill = $(PYTHON) -m papermill --cwd . --log-output --no-progress-bar -k pyt
 notebook = @mkdir -p $(dir $2) && echo "papermill notebooks/$1.ipynb -> $2" && \
 	CAPSLIB_COMMAND='$(strip $(call papermill,$1,$2,$3))' $(call papermill,$1,$2,$3) && mv $(2:.ipynb=.partial.ipynb) $2
 
-.PHONY: setup test unit-test notebook-test reproduce quick data mnist train figures fashion tables report bench lab clean
+.PHONY: setup test mutation unit-test notebook-test reproduce quick data mnist train figures fashion tables report bench lab clean
 .DELETE_ON_ERROR:
 
 setup:
@@ -92,6 +93,10 @@ setup:
 
 test:
 	$(PYTHON) -m pytest -q
+
+# Not part of make test (CI stays fast); see tools/mutation.py. MUTATION_ARGS="-k shift" picks mutants.
+mutation:
+	$(PYTHON) tools/mutation.py $(MUTATION_ARGS)
 
 reproduce: data mnist figures fashion tables report
 
