@@ -2,6 +2,7 @@
 #
 #   make setup        install capslib, the notebook stack and pytest (CPU torch 2.13.0 if no torch)
 #   make test         unit tests, then every notebook on a tiny profile (CPU, a few minutes)
+#   make mutation     plant each of a list of bugs in a copy of capslib; the tests must catch them
 #   make reproduce    the whole study (GPU): data, every training run, figures, tables, reports
 #   make quick        the same study on small subsets, on CPU, in minutes, written under quick/
 #   make bench        speed of each training path (GPU) -> results/benchmarks.md
@@ -110,7 +111,7 @@ sweep = $(PYTHON) -m capslib sweep $1 --seeds $(subst $(space),$(comma),$(SEEDS)
 space := $(subst ,, )
 comma := ,
 
-.PHONY: setup test unit-test notebook-test reproduce quick data mnist train figures fashion validated ablation tables report bench lab clean
+.PHONY: setup test mutation unit-test notebook-test reproduce quick data mnist train figures fashion validated ablation tables report bench lab clean
 .DELETE_ON_ERROR:
 
 setup:
@@ -119,6 +120,10 @@ setup:
 
 test:
 	$(PYTHON) -m pytest -q
+
+# Not part of make test (CI stays fast); see tools/mutation.py. MUTATION_ARGS="-k shift" picks mutants.
+mutation:
+	$(PYTHON) tools/mutation.py $(MUTATION_ARGS)
 
 reproduce: data mnist figures fashion validated ablation tables report
 

@@ -28,8 +28,10 @@ import pytest
 from PIL import Image
 
 from capslib import data as D
+from capslib.analysis import load_trained, perturbation_figure_of, reconstruction_figure_of
 from capslib.checkpoint import load_checkpoint
 from capslib.cli import main
+from capslib.figures import png_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST = REPO / "data" / "mnist"
@@ -73,6 +75,11 @@ def train_argv(ckpt_dir: Path, logs_dir: Path, reconstruction: bool, *extra: str
         "train", f"--mnist-root-path={MNIST}", "--batch-size=32", "--routing-frequency=1",
         f"--reconstruction-loss={reconstruction}", f"--ckpt-dir={ckpt_dir}", f"--logs-dir={logs_dir}",
         "--train-subset", "64", "--test-subset", "50", "--epochs", "1", "--device", "cpu", *extra]
+
+
+def pixels(png) -> np.ndarray:
+    with Image.open(png) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def assert_png(path: Path, size: tuple[int, int] | None = None) -> None:
@@ -402,7 +409,7 @@ def test_metrics_csv_has_one_row_per_epoch(recon):
     assert metrics.epoch.tolist() == [1]
     row = metrics.iloc[0]
     assert row.lr == pytest.approx(1e-3)
-    assert 0 <= row.test_accuracy <= 1
+    assert round(row.train_accuracy * 64) == pytest.approx(row.train_accuracy * 64)  # 2 full batches of 32
     assert row.test_error == pytest.approx(100 * (1 - row.test_accuracy))
     # accuracy over 50 images is a multiple of 2%
     assert round(row.test_accuracy * 50) == pytest.approx(row.test_accuracy * 50)
@@ -511,6 +518,9 @@ def test_reconstruct_writes_a_png_and_notes_meta_path(recon, tmp_path):
     assert_png(result, (1280, 500))
     assert str(result) in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reconstructions.png"]
+    # the figure of that checkpoint on those 50 images (its content: tests/test_figures.py)
+    run = load_trained(recon.ckpt / "best.pt", device="cpu", test_subset=50)
+    assert np.array_equal(pixels(result), pixels(io.BytesIO(png_bytes(reconstruction_figure_of(run)))))
 
 
 def test_perturb_writes_a_png(recon, tmp_path):
@@ -521,6 +531,8 @@ def test_perturb_writes_a_png(recon, tmp_path):
     assert code == 0, err
     assert "--meta-path" in one_line(err)
     assert_png(result, (1800, 1020))
+    run = load_trained(recon.ckpt, device="cpu", test_subset=100)
+    assert np.array_equal(pixels(result), pixels(io.BytesIO(png_bytes(perturbation_figure_of(run)))))
 
 
 def test_perturb_on_a_subset_missing_a_class(recon, tmp_path):

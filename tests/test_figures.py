@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from capslib import analysis as A
 from capslib import figures as F
 from capslib import tables as T
 from capslib.bench import add_speedups
@@ -114,20 +115,34 @@ def per_run(study):
 
 
 # ---------------------------------------------------------------------------------------------
-# PNG sizes: exactly figsize × DPI pixels
+# What each figure shows (the data of every image and line, the titles), and its exact PNG size
+# (figsize × DPI pixels)
 
 
-def test_dpi():
-    assert F.DPI == 100
+def shown(ax) -> np.ndarray | None:
+    """The image an axes shows, or None for a blank cell."""
+    return np.asarray(ax.images[0].get_array()) if ax.images else None
 
 
-def test_reconstruction_figure_size(tmp_path):
-    n = 40
+def test_reconstruction_figure_shows_each_input_beside_its_reconstruction(tmp_path):
+    n, per_row = 40, 8
     images, reconstructions = rng(0).random((n, 1, 28, 28)), torch.rand(n, 784)
     labels = np.arange(n) % 10
     predictions = labels.copy()
-    predictions[::3] = (labels[::3] + 1) % 10  # some misclassified
-    figure = F.reconstruction_figure(images, reconstructions, labels, predictions, MNIST_CLASSES, per_row=8)
+    predictions[::3] = (labels[::3] + 1) % 10  # 14 misclassified: two cells of the bottom rows stay blank
+    figure = F.reconstruction_figure(images, reconstructions, labels, predictions, MNIST_CLASSES, per_row=per_row)
+    axes = np.array(figure.axes).reshape(4, 2 * per_row)
+    correct, wrong = np.flatnonzero(predictions == labels)[:16], np.flatnonzero(predictions != labels)
+    for group, indices in enumerate((correct, wrong)):  # rows 1-2 correct, rows 3-4 misclassified
+        for k in range(2 * per_row):
+            row, col = 2 * group + k // per_row, 2 * (k % per_row)
+            if k >= len(indices):
+                assert shown(axes[row, col]) is None and shown(axes[row, col + 1]) is None
+                continue
+            i = indices[k]
+            np.testing.assert_array_equal(shown(axes[row, col]), images[i, 0].astype(np.float32))
+            np.testing.assert_array_equal(shown(axes[row, col + 1]), reconstructions[i].reshape(28, 28).numpy())
+            assert axes[row, col].get_title(loc="left") == f"{labels[i]}→{predictions[i]}"
     assert expected_pixels(figure) == (1280, 500)
     assert saved_size(figure, tmp_path) == (1280, 500)
 
@@ -136,22 +151,40 @@ def test_reconstruction_figure_size_follows_per_row_and_missing_errors(tmp_path)
     labels = np.arange(12) % 10
     figure = F.reconstruction_figure(rng(1).random((12, 784)), rng(2).random((12, 784)), labels, labels,
                                      MNIST_CLASSES, per_row=3)  # no misclassified image: blank cells
+    assert [shown(ax) is not None for ax in figure.axes] == [True] * 12 + [False] * 12
     assert figure.get_size_inches() == pytest.approx((4.8, 5.0))
     assert saved_size(figure, tmp_path) == expected_pixels(figure) == (480, 500)
 
 
 @pytest.mark.parametrize("panels, pixels", [(10, (1800, 1020)), (3, (1800, 510))])
-def test_perturbation_figure_size(tmp_path, panels, pixels):
+def test_perturbation_figure_tiles_each_panel(tmp_path, panels, pixels):
     grids = [rng(i).random((16, 11, 28, 28)) for i in range(panels)]
     figure = F.perturbation_figure(grids, [f"class {i}" for i in range(panels)])
+    for k, ax in enumerate(figure.axes):
+        if k < panels:
+            np.testing.assert_array_equal(shown(ax), F.tile(grids[k]))
+            assert ax.get_title() == f"class {k}"
+        else:
+            assert shown(ax) is None  # the unused cells of the 2 × 5 (or 1 × 5) layout
     assert expected_pixels(figure) == pixels
     assert saved_size(figure, tmp_path) == pixels
 
 
-def test_curve_figure_sizes(study, tmp_path):
+def test_curve_figures_plot_each_runs_history(study, tmp_path):
     root, _ = study
     runs = find_runs(root, "mnist_*")
     assert len(runs) == 4
+    accuracy = F.accuracy_figure(runs, title="t").axes[0].lines
+    assert len(accuracy) == len(runs)
+    for line, run in zip(accuracy, runs):
+        np.testing.assert_array_equal(line.get_xdata(), run.history.epoch)
+        np.testing.assert_allclose(line.get_ydata(), 100 * run.history.test_accuracy)
+    loss = F.loss_figure(runs, title="t").axes[0].lines
+    assert len(loss) == 2 * len(runs)
+    for (train_line, test_line), run in zip(zip(loss[::2], loss[1::2]), runs):
+        assert (train_line.get_linestyle(), test_line.get_linestyle()) == ("-", "--")
+        np.testing.assert_allclose(train_line.get_ydata(), run.history.train_loss)
+        np.testing.assert_allclose(test_line.get_ydata(), run.history.test_loss)
     for maker in (F.accuracy_figure, F.loss_figure):
         figure = maker(runs, title="t")
         assert expected_pixels(figure) == (900, 550)
@@ -166,16 +199,28 @@ def test_accuracy_figure_one_legend_entry_per_configuration(study):
     assert sorted(labels) == ["routing 1, no reconstruction", "routing 3, reconstruction"]
 
 
-def test_confusion_figure_size(tmp_path):
+def test_confusion_figure_colours_the_errors_and_prints_every_count(tmp_path):
     matrix = rng(3).integers(0, 20, (10, 10))
+    matrix[2, 7] = 0  # a zero is left blank
     figure = F.confusion_figure(matrix, DATASETS["fashion-mnist"].classes)
+    colours = shown(figure.axes[0])
+    off_diagonal = ~np.eye(10, dtype=bool)
+    np.testing.assert_array_equal(colours[off_diagonal], matrix[off_diagonal])
+    assert np.isnan(np.diag(colours)).all()
+    printed = {(round(t.get_position()[1]), round(t.get_position()[0])): int(t.get_text())
+               for t in figure.axes[0].texts}  # text at (x, y) = (column, row)
+    assert printed == {(r, c): int(n) for (r, c), n in np.ndenumerate(matrix) if n}  # rows: true class
     assert saved_size(figure, tmp_path) == expected_pixels(figure) == (700, 600)
 
 
-def test_sample_figure_size(tmp_path):
+def test_sample_figure_shows_the_first_images_of_each_class_in_its_row(tmp_path):
     images = rng(4).integers(0, 256, (200, 28, 28), dtype=np.uint8)
     labels = np.arange(200) % 10
     figure = F.sample_figure(images, labels, MNIST_CLASSES)
+    canvas = shown(figure.axes[0])
+    for c in range(10):
+        for k, i in enumerate(np.flatnonzero(labels == c)[:10]):
+            np.testing.assert_allclose(canvas[29 * c:29 * c + 28, 29 * k:29 * k + 28], images[i] / 255, atol=1e-6)
     assert saved_size(figure, tmp_path) == expected_pixels(figure) == (740, 640)
 
 
@@ -296,6 +341,57 @@ def test_perturb_capsule_uses_the_class(model, capsule, grid):
     # the decoder masks every capsule but the given class's: another class decodes differently
     assert np.abs(F.perturb_capsule(model, capsule, 7)[:, 5] - grid[:, 5]).max() > 1e-4
     np.testing.assert_allclose(F.perturb_capsule(model, capsule, 7)[2, 5], decode(model, capsule, 7), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The figures of a trained run (capslib.analysis), with a random CapsNet on the first 100 MNIST test
+# images (conftest.py): it predicts many classes, about 1 in 10 correctly.
+
+
+@pytest.fixture(scope="module")
+def trained_run(early_capsnet, mnist_test):
+    return A.TrainedRun(early_capsnet, TrainConfig(), 1, MNIST_CLASSES, *mnist_test)
+
+
+@pytest.fixture(scope="module")
+def capsules_and_predictions(early_capsnet, mnist_test):
+    """Computed here from the capsules' lengths, independently of the model's forward."""
+    with torch.no_grad():
+        capsules = early_capsnet.digit_capsules(mnist_test[0])
+    return capsules, capsules.norm(dim=-1).argmax(dim=1).numpy()
+
+
+def test_reconstruction_figure_of_a_run_decodes_the_predicted_class(early_capsnet, trained_run,
+                                                                    capsules_and_predictions):
+    capsules, predicted = capsules_and_predictions
+    labels = trained_run.test_labels.numpy()
+    correct, wrong = np.flatnonzero(predicted == labels)[:16], np.flatnonzero(predicted != labels)[:16]
+    assert len(correct) and len(wrong) == 16 and len(set(predicted[wrong])) > 2  # not one class everywhere
+    with torch.no_grad():
+        expected = early_capsnet.decode(capsules, torch.as_tensor(predicted)).reshape(-1, 28, 28).numpy()
+    axes = np.array(A.reconstruction_figure_of(trained_run).axes).reshape(4, 16)
+    for group, indices in enumerate((correct, wrong)):
+        for k, i in enumerate(indices):
+            row, col = 2 * group + k // 8, 2 * (k % 8)
+            np.testing.assert_array_equal(shown(axes[row, col]), trained_run.test_images[i, 0].numpy())
+            np.testing.assert_allclose(shown(axes[row, col + 1]), expected[i], atol=1e-5)
+            assert axes[row, col].get_title(loc="left") == f"{labels[i]}→{predicted[i]}"
+
+
+def test_perturbation_figure_of_a_run_perturbs_each_chosen_images_own_class(early_capsnet, trained_run,
+                                                                            capsules_and_predictions):
+    capsules, predicted = capsules_and_predictions
+    labels = trained_run.test_labels.numpy()
+    chosen = {}  # per class: its first correctly classified image, else its first image
+    for c in range(10):
+        of_class = np.flatnonzero(labels == c)
+        hits = of_class[predicted[of_class] == c]
+        chosen[c] = int(hits[0]) if len(hits) else int(of_class[0])
+    figure = A.perturbation_figure_of(trained_run)
+    for ax, (c, i) in zip(figure.axes, chosen.items()):
+        assert ax.get_title() == f"{c} (test image {i})"
+        expected = F.tile(F.perturb_capsule(early_capsnet, capsules[i, c], c))
+        np.testing.assert_allclose(shown(ax), expected, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------

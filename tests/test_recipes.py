@@ -94,7 +94,8 @@ def test_digit_bias_enters_every_squash():
 def test_official_loss_weighs_the_margin_loss_one_twentieth():
     torch.manual_seed(0)
     images, targets = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
-    paper, official = CapsNet(), CapsNet(margin_weight=0.05)
+    paper = model_for(TrainConfig())
+    official = model_for(TrainConfig(loss_scaling="official"))  # the official loss, nothing else changed
     official.load_state_dict(paper.state_dict())
     a, b = paper(images, targets), official(images, targets)
     assert torch.allclose(a.margin_loss, b.margin_loss)

@@ -1,13 +1,16 @@
-"""Speed paths on the CPU: the bf16/channels_last path against the fp32 reference, and path rules.
-(The compiled and CUDA-graph paths are checked on the GPU in test_gpu.py.)"""
+"""Speed paths on the CPU: the bf16/channels_last path against the fp32 reference, path rules, and
+what the CUDA-graph path relies on that runs on a CPU too (its fused Adam with a tensor lr, the
+snapshot and restore around its warm-up). The compiled and graph steps themselves are checked on
+the GPU in test_gpu.py."""
 
 import pytest
 import torch
 
 from capslib.errors import CapslibError
-from capslib.model import CapsNet
+from capslib.model import CapsNet, ModelOutput
 from capslib.speed import (PATHS, TrainStep, autocast, make_optimizer, prepare_images, prepare_model,
-                           resolve_device, resolve_speed, step_statistics)
+                           resolve_device, resolve_speed, set_lr, step_statistics)
+from capslib.speed import _restore, _snapshot  # what GraphedTrainStep does around its warm-up
 
 CPU = torch.device("cpu")
 
@@ -40,13 +43,71 @@ def test_one_step_lowers_the_loss_on_its_batch():
     first = step(images, labels)
     losses = [first[0]] + [step(images, labels)[0] for _ in range(4)]
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
-    assert first.shape == (4,) and 0 <= first[3] <= 16  # loss, margin, reconstruction, correct
+
+
+def test_step_statistics_count_the_highest_scores_that_match():
+    scores = torch.tensor([[0.1, 0.9, 0.2], [0.8, 0.1, 0.3], [0.2, 0.3, 0.7], [0.5, 0.4, 0.1]])
+    output = ModelOutput(scores, torch.tensor(1.5), torch.tensor(1.0), torch.tensor(1000.0))
+    stats = step_statistics(output, torch.tensor([1, 0, 0, 0]))  # argmax: 1, 0, 2, 0
+    assert stats.tolist() == [1.5, 1.0, 1000.0, 3]  # loss, margin, reconstruction, correct
 
 
 def test_step_statistics_fill_absent_parts_with_zero():
     output = CapsNet(reconstruction=False)(torch.rand(2, 1, 28, 28), torch.tensor([0, 1]))
     stats = step_statistics(output, torch.tensor([0, 1]))
     assert stats[2] == 0 and stats[0] == stats[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The graph path's warm-up: GraphedTrainStep takes a few real optimizer steps before capture and
+# then restores the weights and Adam's state in place. Only the GPU test exercises the class
+# itself, so its snapshot and restore are checked here on the CPU, with both optimizers make_optimizer
+# builds: the eager paths' Adam and the graph path's (fused, capturable, lr a tensor).
+
+
+def small_model_and_optimizer(path_name):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    return model, make_optimizer(model, PATHS[path_name], 1e-2, CPU)
+
+
+def adam_steps(model, optimizer, count, seed):
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(count):
+        optimizer.zero_grad(set_to_none=True)
+        model(torch.randn(4, 6, generator=generator)).square().sum().backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("path_name", ["fp32", "graph"])
+@pytest.mark.parametrize("steps_before", [0, 2], ids=["fresh", "resumed"])
+def test_restore_undoes_the_warm_up_steps(path_name, steps_before):
+    # steps_before=0: a new run (a fresh Adam, no state yet); 2: a resumed run (Adam has state).
+    model, optimizer = small_model_and_optimizer(path_name)
+    adam_steps(model, optimizer, steps_before, seed=1)
+    addresses = [p.data_ptr() for p in model.parameters()]
+    saved = _snapshot(model, optimizer)
+    adam_steps(model, optimizer, 3, seed=2)  # the warm-up
+    _restore(model, optimizer, saved)
+    assert [p.data_ptr() for p in model.parameters()] == addresses  # in place: the graph holds them
+    adam_steps(model, optimizer, 4, seed=3)
+
+    reference, reference_optimizer = small_model_and_optimizer(path_name)  # the same run without warm-up
+    adam_steps(reference, reference_optimizer, steps_before, seed=1)
+    adam_steps(reference, reference_optimizer, 4, seed=3)
+    for got, expected in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(got, expected)
+
+
+def test_set_lr_changes_the_graph_paths_lr_tensor_in_place():
+    # The captured graph reads the lr tensor it was captured with: a new tensor would be ignored.
+    _, optimizer = small_model_and_optimizer("graph")
+    lr = optimizer.param_groups[0]["lr"]
+    set_lr(optimizer, 5e-4)
+    assert optimizer.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(5e-4)
+    _, optimizer = small_model_and_optimizer("fp32")
+    set_lr(optimizer, 5e-4)
+    assert optimizer.param_groups[0]["lr"] == 5e-4
 
 
 def test_paths_resolve_per_device():

@@ -1,0 +1,29 @@
+"""Fixtures shared by several test files."""
+
+import pytest
+import torch
+
+from capslib.data import dataset_info, load_split, to_tensors
+from capslib.model import CapsNet
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    """The first 100 MNIST test images (N×1×28×28 in [0, 1]) and their labels: real digits, on
+    which even an untrained CapsNet predicts many different classes (random images would not)."""
+    images, labels = load_split(dataset_info("mnist").default_root, "test", "mnist")
+    return to_tensors(images[:100], labels[:100])
+
+
+@pytest.fixture(scope="session")
+def early_capsnet():
+    """A random CapsNet (routing 3, decoder; eval mode) whose capsules are as long as early in training.
+
+    W × 30 gives capsule lengths of about 0.2 on MNIST; with the initial W (std 0.01) they are about
+    0.0002, and the decoder's outputs from one class's capsule or another's differ by < 1e-5: too
+    little for a test to tell which class was decoded. On mnist_test it predicts 9 classes."""
+    torch.manual_seed(0)
+    model = CapsNet().eval()
+    with torch.no_grad():
+        model.W.mul_(30)
+    return model

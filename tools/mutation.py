@@ -1,0 +1,370 @@
+"""Mutation testing with a curated list of mutants: `make mutation` (outside `make test`).
+
+Each mutant is one deliberate bug: a textual change old → new in one capslib file, where `old`
+must occur exactly once (a mutant gone stale after an edit fails loudly, before anything runs).
+They are bugs that matter to the study: the paper's math (squash, routing, margin and
+reconstruction losses, decoder), the data pipeline (IDX parsing, shifts, epoch streams), the
+training loop (lr, batches, resume), evaluation, the CUDA-graph set-up's snapshot, checkpoints,
+figures and tables. For each, the tests that should catch it run (`pytest -x`, no notebooks); the
+mutant is killed when they fail (or time out) and survives when they pass.
+
+The checkout is never changed: capslib/ and tests/ are copied into a temporary folder (data/
+linked), each mutant is written into the copy and undone after its run, and the copy is removed at
+the end, also on Ctrl-C. Before the mutants, the selected tests must pass on the unmutated copy.
+
+    python tools/mutation.py              # every mutant; exit status 1 below --min-score
+    python tools/mutation.py -k shift     # the mutants whose name contains 'shift'
+    python tools/mutation.py --list       # names and descriptions only
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Test selections, fastest first (pytest -x stops at the first failure).
+MODEL = ["tests/test_losses.py", "tests/test_model.py"]
+DATA = ["tests/test_data.py"]
+EPOCHS = ["tests/test_epochs.py"]
+EVALUATION = ["tests/test_evaluate.py"]
+SPEED = ["tests/test_speed.py"]
+FIGURES = ["tests/test_figures.py"]
+RESUME = ["tests/test_train.py::test_resume_continues_the_same_trajectory",
+          "tests/test_train.py::test_resume_refuses_a_different_setup"]
+SCHEDULE = ["tests/test_train.py::test_learning_rate_follows_the_seed_study_schedule"]
+DIVERGENCE = ["tests/test_train.py::test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint"]
+RECIPES = ["tests/test_recipes.py"]
+LOCKS = ["tests/test_gpus.py"]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str      # relative to capslib/
+    old: str
+    new: str
+    tests: list[str]
+    why: str
+
+
+MUTANTS = [
+    # --- the paper's math -------------------------------------------------------------------
+    Mutant("squash-unit-length", "model.py", "(1 + squared_norm) * torch.sqrt", "squared_norm * torch.sqrt", MODEL,
+           "squash returns s/‖s‖: every capsule has length 1"),
+    Mutant("squash-no-epsilon", "model.py", "eps: float = 1e-8", "eps: float = 0.0", MODEL,
+           "squash without epsilon: NaN gradient at s = 0"),
+    Mutant("routing-softmax-over-children", "model.py", "logits.softmax(dim=2)", "logits.softmax(dim=1)", MODEL,
+           "coupling coefficients normalised over the 1152 children instead of the 10 parents"),
+    Mutant("routing-logits-not-accumulated", "model.py", "logits = logits + (votes * v.unsqueeze(1)).sum(dim=-1)",
+           "logits = (votes * v.unsqueeze(1)).sum(dim=-1)", MODEL, "b_ij = û·v instead of b_ij += û·v"),
+    Mutant("routing-detaches-every-iteration", "model.py", "votes = u_hat if last else u_hat_early",
+           "votes = u_hat_early", MODEL, "detach_routing stops gradients in the last iteration too"),
+    Mutant("u-hat-one-matrix-per-parent", "model.py", 'torch.einsum("bik,ijdk->bijd", u, self.W)',
+           'torch.einsum("bik,jdk->bijd", u, self.W[0])', MODEL, "one W_j shared by all 1152 primary capsules"),
+    Mutant("primary-capsules-grouped-wrongly", "model.py", "u = features.permute(0, 2, 3, 1).float()",
+           "u = features.reshape(len(images), 6, 6, 256).float()", MODEL, "a capsule takes 8 positions of one channel, not 8 channels at one position"),
+    Mutant("margin-lambda-1", "losses.py", "M_POS, M_NEG, LAMBDA = 0.9, 0.1, 0.5",
+           "M_POS, M_NEG, LAMBDA = 0.9, 0.1, 1.0", MODEL + EPOCHS, "absent classes weighted 1 instead of λ = 0.5"),
+    Mutant("margin-official-extra-half", "losses.py", "return per_class.sum(dim=1).mean()",
+           "return 0.5 * per_class.sum(dim=1).mean()", MODEL, "the official code's extra 0.5 (the paper has none)"),
+    Mutant("margin-not-squared", "losses.py", "F.relu(m_pos - lengths) ** 2", "F.relu(m_pos - lengths)", MODEL,
+           "present-class term not squared"),
+    Mutant("reconstruction-loss-mean-pixel", "losses.py", "return (error * error).sum(dim=1).mean()",
+           "return (error * error).mean()", MODEL, "mean over pixels instead of the sum of squared errors"),
+    Mutant("reconstruction-weight-10x", "model.py", "RECONSTRUCTION_WEIGHT = 0.0005", "RECONSTRUCTION_WEIGHT = 0.005",
+           MODEL + EPOCHS, "reconstruction weight 0.005 instead of the paper's 0.0005"),
+    Mutant("decoder-unmasked", "model.py", "self.layers((capsules * mask.unsqueeze(-1)).flatten(1))",
+           "self.layers(capsules.flatten(1))", MODEL, "the decoder sees every class's capsule"),
+    Mutant("decoder-class-0-at-test", "model.py", "else lengths.argmax(dim=1)",
+           "else torch.zeros_like(lengths.argmax(dim=1))", MODEL + FIGURES, "at test time the decoder decodes class 0"),
+    Mutant("decoder-predicted-class-in-training", "model.py",
+           "classes = targets if targets is not None else lengths.argmax(dim=1)", "classes = lengths.argmax(dim=1)",
+           MODEL, "in training the decoder decodes the predicted class, not the true one"),
+    Mutant("scores-squared-lengths", "model.py", "lengths = capsules.norm(dim=-1)",
+           "lengths = capsules.square().sum(dim=-1)", MODEL, "margin loss on squared lengths"),
+    # --- the data pipeline ----------------------------------------------------------------
+    Mutant("idx-little-endian", "data.py", 'int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big")',
+           'int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "little")', DATA, "IDX dimensions read little-endian"),
+    Mutant("idx-trailing-bytes-accepted", "data.py", "if len(data) != expected:", "if len(data) < expected:", DATA,
+           "an IDX file longer than its header says is accepted"),
+    Mutant("md5-not-checked", "data.py", "if actual != expected_md5:", "if False:", DATA,
+           "the MD5 of the data files is never checked"),
+    Mutant("label-10-accepted", "data.py", "labels.max() >= NUM_CLASSES", "labels.max() > NUM_CLASSES", DATA,
+           "a label of 10 passes validation"),
+    Mutant("pixels-over-256", "data.py", ".float().div_(255)", ".float().div_(256)", DATA,
+           "pixels scaled to [0, 255/256]"),
+    Mutant("shift-range-one-short", "data.py", "torch.randint(0, 2 * max_shift + 1,", "torch.randint(0, 2 * max_shift,",
+           DATA, "shifts drawn from [-2, 1] instead of [-2, 2]"),
+    Mutant("shift-direction-flipped", "data.py", "rows = (pad - shifts[:, 0, None])",
+           "rows = (pad + shifts[:, 0, None])", DATA, "shift_images moves up when asked to move down"),
+    Mutant("default-shift-3 (bug 3)", "config.py", "max_shift: int = 2", "max_shift: int = 3", EPOCHS,
+           "the default shift range is 3 pixels, not the paper's 2"),
+    Mutant("epoch-labels-not-shuffled", "data.py", "max_shift, generator), labels[order]",
+           "max_shift, generator), labels", DATA + EPOCHS, "images shuffled, labels not: every label wrong"),
+    Mutant("epoch-stream-ignores-epoch", "data.py", "generator.manual_seed(seed * 1_000_003 + epoch)",
+           "generator.manual_seed(seed * 1_000_003)", DATA + EPOCHS, "every epoch draws the same order and shifts"),
+    Mutant("test-subset-from-train-subset", "data.py", "test_images[:test_subset], test_labels[:test_subset]",
+           "test_images[:train_subset], test_labels[:train_subset]", DATA, "--test-subset ignored"),
+    # --- the training loop ----------------------------------------------------------------
+    Mutant("lr-never-set (bug 1)", "train.py", "lr = learning_rate(config, epoch, first_step)\n    set_lr(optimizer, lr)\n",
+           "lr = learning_rate(config, epoch, first_step)\n", EPOCHS,
+           "the lr is logged each epoch but never reaches the optimizer"),
+    Mutant("lr-schedule-off-by-one", "train.py", "exponent = epoch if config.lr_decay_steps",
+           "exponent = epoch + 1 if config.lr_decay_steps", SCHEDULE + EPOCHS, "the first epoch already decayed"),
+    Mutant("ragged-batch-kept (bug 2)", "train.py",
+           "steps, batch = len(images) // config.batch_size, config.batch_size",
+           "steps, batch = -(-len(images) // config.batch_size), config.batch_size", EPOCHS,
+           "the ragged last batch is trained on (a smaller batch; breaks the CUDA graph)"),
+    Mutant("training-unshifted", "train.py", "epoch_data(train_x, train_y, config.seed, epoch, config.max_shift,",
+           "epoch_data(train_x, train_y, config.seed, epoch, 0,", EPOCHS, "no shift augmentation in training"),
+    Mutant("same-batches-every-epoch", "train.py", "epoch_data(train_x, train_y, config.seed, epoch, config.max_shift,",
+           "epoch_data(train_x, train_y, config.seed, 0, config.max_shift,", EPOCHS,
+           "every epoch trains on epoch 0's order and shifts"),
+    Mutant("train-accuracy-over-all-images", "train.py", '"train_accuracy": correct / (steps * batch)',
+           '"train_accuracy": correct / len(images)', EPOCHS,
+           "train accuracy divided by the images of the epoch, dropped ones included"),
+    Mutant("gradients-accumulate", "speed.py",
+           "self.optimizer.zero_grad(set_to_none=True)\n        return self.compute(images, targets)",
+           "return self.compute(images, targets)", SPEED + RESUME, "gradients are never zeroed between steps"),
+    Mutant("resume-without-adam-state", "train.py", 'ckpt.load_optimizer_state(optimizer, saved["optimizer"])',
+           "ckpt.load_optimizer_state(optimizer, optimizer.state_dict())", RESUME,
+           "a resumed run starts with a fresh Adam"),
+    Mutant("resume-restarts-at-epoch-0", "train.py", "for epoch in range(start_epoch, config.epochs):",
+           "for epoch in range(config.epochs):", RESUME, "a resumed run trains its finished epochs again"),
+    Mutant("resume-ignores-a-changed-setup", "config.py",
+           "if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(requested, f.name)]",
+           "if False]", RESUME, "resuming with another routing or seed silently mixes two setups"),
+    Mutant("divergence-not-detected", "train.py",
+           'if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):', "if False:", DIVERGENCE,
+           "a NaN loss is checkpointed and training goes on"),
+    Mutant("checkpoint-without-adam-state", "checkpoint.py", "state.update(optimizer=optimizer.state_dict(),",
+           'state.update(optimizer={**optimizer.state_dict(), "state": {}},', RESUME, "checkpoints lose Adam's moments"),
+    # --- the official recipe, the validation protocol, the locks -----------------------------
+    Mutant("official-margin-weight-paper", "losses.py", 'MARGIN_WEIGHTS = {"paper": 1.0, "official": 0.05}',
+           'MARGIN_WEIGHTS = {"paper": 1.0, "official": 0.5}', RECIPES, "the official loss scaling misread as × 0.5"),
+    Mutant("digit-bias-ignored", "model.py", "v = squash(s if bias is None else s + bias)", "v = squash(s)",
+           RECIPES, "the DigitCaps bias is learned but never used"),
+    Mutant("slim-without-division", "model.py", "u = u * self.primary_scale + self.primary_bias",
+           "u = u + self.primary_bias", RECIPES, "conv_slim_capsule's zero-logit softmax (÷ 32) left out"),
+    Mutant("official-init-untruncated", "model.py", "nn.init.trunc_normal_(self.W, std=0.1, a=-0.2, b=0.2)",
+           "nn.init.normal_(self.W, std=0.1)", RECIPES, "W drawn from an untruncated normal"),
+    Mutant("all-shifts-without-buffer", "data.py", "return torch.argsort(arrival + wait, stable=True)",
+           "return torch.randperm(records, generator=generator, device=generator.device)", RECIPES,
+           "the official stream fully shuffled instead of read through a 5,000-record buffer"),
+    Mutant("all-shifts-one-shift", "data.py", "image_index, shift_index = records // (side * side), records % (side * side)",
+           "image_index, shift_index = records // (side * side), records * 0", RECIPES,
+           "the official stream repeats one shift 25 times"),
+    Mutant("step-schedule-per-epoch", "train.py", "exponent = epoch if config.lr_decay_steps is None else step / config.lr_decay_steps",
+           "exponent = epoch", RECIPES, "--lr-decay-steps ignored: the official schedule decays per epoch"),
+    Mutant("schedule-without-floor", "train.py", "return max(config.lr * config.lr_decay ** exponent, config.min_lr)",
+           "return config.lr * config.lr_decay ** exponent", RECIPES, "the official floor of 1e-6 ignored"),
+    Mutant("validation-split-from-the-end", "data.py", "validation = (train_images[:validation_size], train_labels[:validation_size])",
+           "validation = (train_images[-validation_size:], train_labels[-validation_size:])", RECIPES,
+           "the validation images are the last, not the first (and overlap the training images)"),
+    Mutant("selection-earliest-of-ties", "runs.py", "lowest + 1e-9].iloc[-1]  # the latest of ties",
+           "lowest + 1e-9].iloc[0]  # the latest of ties", RECIPES, "ties broken by the earliest evaluation"),
+    Mutant("selection-on-test", "runs.py", "lowest = validated.validation_error.min()",
+           "lowest = validated.test_error.min()", RECIPES, "the 'selected on validation' error selected on the test set"),
+    Mutant("ablation-interval-normal", "tables.py", "half = (T_975[df - 1] if df <= len(T_975) else 1.96)",
+           "half = 1.96", RECIPES, "the 95% interval with the normal quantile for 4 degrees of freedom"),
+    Mutant("cli-default-not-configs", "cli.py", "given = {field: getattr(args, field) for _, field, _ in TRAINING_FLAGS if getattr(args, field) is not None}",
+           "given = {field: getattr(args, field) or 1 for _, field, _ in TRAINING_FLAGS}", RECIPES,
+           "the command line's defaults drift from TrainConfig's"),
+    Mutant("gpu-lock-shared", "gpus.py", "fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+           "fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)", LOCKS, "two runs can hold the same GPU"),
+    Mutant("run-folder-unlocked", "runs.py", "            locks.enter_context(_lock(folder, flag))\n",
+           "            pass\n", LOCKS, "two trainings can write into one run folder"),
+    # --- evaluation -----------------------------------------------------------------------
+    Mutant("eval-ragged-batch-weighted-by-batch-size (bug 5)", "evaluate.py", "for p in parts]) * len(x)",
+           "for p in parts]) * batch_size", EVALUATION + EPOCHS,
+           "the last, ragged evaluation batch weighted by the batch size instead of its length"),
+    Mutant("eval-argmin", "evaluate.py", "predictions.append(output.scores.argmax(dim=1))",
+           "predictions.append(output.scores.argmin(dim=1))", EVALUATION, "predictions are the lowest scores"),
+    Mutant("eval-test-images-shifted", "train.py", "result = evaluate(model, *scored[split],",
+           "result = evaluate(model, scored[split][0].roll(1, dims=-1), scored[split][1],", EPOCHS,
+           "the test images are shifted by a pixel at evaluation"),
+    Mutant("eval-in-training-mode", "evaluate.py", "    model.eval()\n    sums = ", "    model.train()\n    sums = ",
+           EVALUATION, "evaluation runs in training mode (dropout on, for the baseline CNN)"),
+    Mutant("eval-leaves-eval-mode", "evaluate.py", "* len(x)\n    finally:\n        model.train(was_training)",
+           "* len(x)\n    finally:\n        pass", EVALUATION, "training continues in eval mode after an evaluation"),
+    Mutant("confusion-matrix-transposed", "evaluate.py", "self.labels * num_classes + self.predictions",
+           "self.predictions * num_classes + self.labels", EVALUATION, "confusion matrix rows are predictions"),
+    # --- the CUDA-graph set-up (runs on the CPU too) and the training step -------------------
+    Mutant("restore-keeps-warm-up-adam-state (bug 4)", "speed.py",
+           "value.copy_(before[key]) if key in before else value.zero_()",
+           "value.copy_(before[key]) if key in before else None", SPEED,
+           "the graph path starts training with the warm-up's Adam moments"),
+    Mutant("restore-keeps-warm-up-weights", "speed.py", "p.copy_(value)", "p.detach()", SPEED,
+           "the graph path starts training from the warm-up's weights"),
+    Mutant("restore-replaces-weight-tensors", "speed.py", "p.copy_(value)", "p.data = value", SPEED,
+           "restored weights are new tensors: the captured graph updates the old ones"),
+    Mutant("snapshot-aliases-adam-state", "speed.py", "{k: v.clone() if torch.is_tensor(v) else v",
+           "{k: v if torch.is_tensor(v) else v", SPEED, "the snapshot of Adam's state is the live state"),
+    Mutant("set-lr-replaces-lr-tensor", "speed.py", 'group["lr"].fill_(lr)', 'group["lr"] = torch.tensor(lr)', SPEED,
+           "the captured graph keeps the initial lr"),
+    Mutant("train-step-counts-argmin", "speed.py", "correct = (output.scores.argmax(dim=1) == targets)",
+           "correct = (output.scores.argmin(dim=1) == targets)", SPEED, "train accuracy counts the lowest scores"),
+    # --- figures ---------------------------------------------------------------------------
+    Mutant("reconstruction-panel-shows-input", "figures.py", "pair[1].imshow(reconstructions[i],",
+           "pair[1].imshow(images[i],", FIGURES, "the reconstruction panel shows the input again"),
+    Mutant("reconstruction-title-swapped", "figures.py",
+           'f"{_short(classes[labels[i]])}→{_short(classes[predictions[i]])}"',
+           'f"{_short(classes[predictions[i]])}→{_short(classes[labels[i]])}"', FIGURES,
+           "titles read prediction→label"),
+    Mutant("reconstruction-examples-swapped", "figures.py", "correct = np.flatnonzero(predictions == labels)",
+           "correct = np.flatnonzero(predictions != labels)", FIGURES, "the 'correct' rows show misclassified images"),
+    Mutant("perturb-dimension-0-only", "figures.py", "shifted[torch.arange(dims), :, torch.arange(dims)] += deltas",
+           "shifted[:, :, 0] += deltas", FIGURES, "every row perturbs dimension 0"),
+    Mutant("perturbation-examples-ignore-predictions", "figures.py", "hits = of_class[predictions[of_class] == c]",
+           "hits = of_class", FIGURES, "a misclassified image may be chosen when a correct one exists"),
+    Mutant("perturbation-of-class-0-capsule", "analysis.py", "perturb_capsule(run.model, capsules[i, c], c)",
+           "perturb_capsule(run.model, capsules[i, 0], c)", FIGURES, "perturbs the class-0 capsule of every image"),
+    Mutant("run-predictions-argmin", "analysis.py", "self.outputs[0].argmax(dim=1)", "self.outputs[0].argmin(dim=1)",
+           FIGURES, "a trained run's figures use the lowest score as its prediction"),
+    Mutant("accuracy-curve-of-training", "figures.py", "acc = 100 * run.history.test_accuracy",
+           "acc = 100 * run.history.train_accuracy", FIGURES, "the test-accuracy figure plots training accuracy"),
+    # --- tables ------------------------------------------------------------------------------
+    Mutant("summary-population-std", "tables.py", "_round(group.final_test_error.std(ddof=1))",
+           "_round(group.final_test_error.std(ddof=0))", FIGURES, "std over seeds with ddof = 0"),
+    Mutant("final-error-is-best-epoch", "runs.py", 'return {"final_test_error": float(scored.test_error.iloc[-1]),',
+           'return {"final_test_error": float(scored.test_error.min()),', FIGURES + RECIPES,
+           "the reported final error is the best epoch's (selected on the test set)"),
+    Mutant("gap-to-paper-from-best", "tables.py", "_round(group.final_test_error.mean() - paper[0])",
+           "_round(group.best_test_error.mean() - paper[0])", FIGURES, "the gap to the paper uses the best epochs"),
+    Mutant("tables-include-unfinished-runs", "tables.py",
+           'runs = [r for folder in folders for r in find_runs(folder, pattern) if r.info.get("status") == "complete"]',
+           "runs = [r for folder in folders for r in find_runs(folder, pattern)]", FIGURES, "runs still training are in the result tables"),
+    Mutant("paper-table1-misquoted", "tables.py", '"routing 3, reconstruction": (0.25, 0.005)',
+           '"routing 3, reconstruction": (0.29, 0.005)', FIGURES, "Table 1's 0.25% misquoted"),
+    Mutant("markdown-pipes-unescaped", "tables.py", '.replace("|", "\\\\|")  # one line', "  # one line", FIGURES,
+           "a '|' in a cell (a command's pipe) breaks the Markdown table"),
+    Mutant("best-run-highest-error", "runs.py", "return min(runs, key=lambda r: (r.history.test_error.iloc[-1]",
+           "return max(runs, key=lambda r: (r.history.test_error.iloc[-1]", FIGURES,
+           "the figures show the run with the highest final error"),
+]
+
+
+def check(mutants: list[Mutant]) -> None:
+    """Every mutant's old text occurs exactly once in its file, and differs from its new text."""
+    names = [m.name for m in mutants]
+    stale = [n for n in names if names.count(n) > 1]
+    for mutant in mutants:
+        text = (REPO / "capslib" / mutant.file).read_text()
+        count = text.count(mutant.old)
+        if count != 1:
+            stale.append(f"{mutant.name}: {mutant.old!r} occurs {count} times in capslib/{mutant.file}")
+        elif mutant.old == mutant.new:
+            stale.append(f"{mutant.name}: old and new are the same")
+    if stale:
+        sys.exit("mutation: stale or duplicate mutants (update tools/mutation.py):\n  " + "\n  ".join(stale))
+
+
+def copy_tree(destination: Path) -> None:
+    """capslib/, tests/ and pyproject.toml (pytest's settings), without bytecode; data/ linked."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ("capslib", "tests"):
+        shutil.copytree(REPO / folder, destination / folder, ignore=ignore)
+    shutil.copy2(REPO / "pyproject.toml", destination / "pyproject.toml")
+    (destination / "data").symlink_to(REPO / "data")
+
+
+def pytest(tree: Path, tests: list[str], timeout: float, stop_at_first: bool = True) -> tuple[str, str]:
+    """Run `tests` in `tree`: ('passed' | 'failed' | 'timeout', the failing tests or '')."""
+    # No bytecode: a mutant of the same length written within the same second as the original
+    # would otherwise be hidden behind (or leave behind) a stale .pyc.
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [sys.executable, "-m", "pytest", *(["-x"] if stop_at_first else []), "-q", "-p", "no:cacheprovider",
+               "-m", "not notebooks", *tests]
+    process = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        return "timeout", ""
+    finally:
+        if process.poll() is None:  # Ctrl-C: stop the whole test process group too
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    if process.returncode == 0:
+        return "passed", ""
+    if process.returncode in (4, 5):  # a usage error, or no test collected: a mistake in a selection
+        raise RuntimeError(f"pytest exited with status {process.returncode}:\n{output[-3000:]}")
+    failed = [line.split(" - ")[0] for line in output.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    return "failed", "\n".join(failed) or f"(pytest exit status {process.returncode})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-k", dest="keywords", action="append", metavar="TEXT",
+                        help="only the mutants whose name contains TEXT (repeatable: any of them)")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per mutant's tests (a timeout kills it)")
+    parser.add_argument("--min-score", type=float, default=95.0, help="exit status 1 below this %% killed")
+    parser.add_argument("--all-failures", action="store_true",
+                        help="run each mutant's tests to the end and list every test that fails (slower)")
+    args = parser.parse_args(argv)
+
+    mutants = [m for m in MUTANTS if not args.keywords or any(k in m.name for k in args.keywords)]
+    check(MUTANTS)
+    if args.list:
+        for m in mutants:
+            print(f"{m.name:50} capslib/{m.file:14} {m.why}")
+        return 0
+    if not mutants:
+        sys.exit(f"mutation: no mutant name contains any of {args.keywords}")
+
+    started = time.perf_counter()
+    survivors, killed = [], 0
+    with tempfile.TemporaryDirectory(prefix="capslib-mutation-") as tmp:
+        tree = Path(tmp)
+        copy_tree(tree)
+        found = subprocess.run([sys.executable, "-c", "import capslib; print(capslib.__file__)"], cwd=tree,
+                               env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True)
+        if not found.stdout.strip().startswith(str(tree)):
+            sys.exit(f"mutation: the copy's capslib is not the one imported ({found.stdout.strip() or found.stderr})")
+        selected = list(dict.fromkeys(t for m in mutants for t in m.tests))
+        print(f"baseline: {len(selected)} test selections on the unmutated copy ...", flush=True)
+        outcome, test = pytest(tree, selected, args.timeout * 2)
+        if outcome != "passed":
+            sys.exit(f"mutation: the tests fail without any mutant ({outcome} {test}); fix them first")
+        print(f"baseline passed ({time.perf_counter() - started:.0f} s)", flush=True)
+
+        for number, mutant in enumerate(mutants, 1):
+            path = tree / "capslib" / mutant.file
+            original = path.read_text()
+            tic = time.perf_counter()
+            try:
+                path.write_text(original.replace(mutant.old, mutant.new))
+                outcome, test = pytest(tree, mutant.tests, args.timeout, not args.all_failures)
+            finally:
+                path.write_text(original)
+            verdict = "SURVIVED" if outcome == "passed" else "killed" if outcome == "failed" else "timeout"
+            killed += outcome != "passed"
+            if outcome == "passed":
+                survivors.append(mutant)
+            seconds = time.perf_counter() - tic
+            print(f"[{number:2}/{len(mutants)}] {verdict:8} {mutant.name:50} {seconds:5.1f} s  "
+                  + test.replace("\n", "\n" + " " * 72), flush=True)
+
+    score = 100 * killed / len(mutants)
+    minutes = (time.perf_counter() - started) / 60
+    print(f"\nmutation score: {killed}/{len(mutants)} killed ({score:.1f}%) in {minutes:.1f} min")
+    for mutant in survivors:
+        print(f"  survived: {mutant.name} (capslib/{mutant.file}): {mutant.why}")
+    return 0 if score >= args.min_score else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
