@@ -508,7 +508,7 @@ def test_reconstruct_writes_a_png_and_notes_meta_path(recon, tmp_path):
     assert code == 0, err
     line = one_line(err)
     assert line.startswith("note:") and "--meta-path" in line
-    assert_png(result, (1280, 500))
+    assert_png(result, (1920, 780))
     assert str(result) in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reconstructions.png"]
 
@@ -520,7 +520,7 @@ def test_perturb_writes_a_png(recon, tmp_path):
                        "--meta-path=graph.meta", "--test-subset", "100", "--device", "cpu")
     assert code == 0, err
     assert "--meta-path" in one_line(err)
-    assert_png(result, (1800, 1020))
+    assert_png(result, (1990, 1296))
 
 
 def test_perturb_on_a_subset_missing_a_class(recon, tmp_path):
