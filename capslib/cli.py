@@ -1,4 +1,4 @@
-"""`capslib train | evaluate | reconstruct | perturb | bench` (also `python -m capslib`).
+"""`capslib train | evaluate | reconstruct | perturb | predict | bench` (also `python -m capslib`).
 
 The flags of the TensorFlow study this project follows are accepted as its README writes them
 (`--mnist-root-path=/path/ --batch-size=128 --routing-frequency=3 --reconstruction-loss=True
@@ -132,6 +132,20 @@ def build_parser() -> Parser:
     _inference_flags(perturb)
     _result_flags(perturb, "PNG", required=True)
 
+    from .predict import CONVERSION
+    predict = commands.add_parser(
+        "predict", help="classify your own images (PNG or JPEG, converted to 28×28 grey like MNIST)",
+        description="Print the predicted class and the 10 class scores (capsule lengths) of each image.\n\n"
+                    + CONVERSION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    predict.add_argument("images", nargs="+", type=existing_path, metavar="IMAGE", help="PNG or JPEG files")
+    predict.add_argument("--ckpt-path", type=existing_path, required=True, metavar="PATH",
+                         help="a checkpoint (.pt), or a run folder (its last.pt)")
+    predict.add_argument("--invert", action="store_true",
+                         help="the images have dark ink on a light ground (a pen on paper): invert them first")
+    predict.add_argument("--save-converted", metavar="DIR",
+                         help="also write each converted 28×28 image to DIR (as <name>.28x28.png): what the model saw")
+    predict.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+
     bench = commands.add_parser("bench", help="training throughput of each speed path (CUDA)")
     bench.add_argument("--paths", default="fp32,tf32,bf16,compile,graph", help="comma-separated speed paths")
     bench.add_argument("--batch-sizes", default="128,512", help="comma-separated; extra sizes use the last path")
@@ -199,6 +213,31 @@ def run_figure(args, make_figure) -> None:
     print(f"wrote {save_figure(make_figure(run), args.result_path)}")
 
 
+def run_predict(args) -> None:
+    from .checkpoint import load_model
+    from .data import dataset_info
+    from .evaluate import predict
+    from .predict import load_images, save_grey
+    from .speed import resolve_device
+
+    images = load_images(args.images, args.invert)  # every image checked before the model loads
+    device = resolve_device(args.device)
+    model, config, _ = load_model(args.ckpt_path, device)
+    classes = dataset_info(config.dataset).classes
+    scores = predict(model, images.to(device))[0].cpu()
+    kind = "capsule lengths" if config.model == "capsnet" else "softmax probabilities"
+    if config.model != "capsnet":
+        scores = scores.softmax(dim=1)
+    for path, image, row in zip(args.images, images, scores):
+        best = int(row.argmax())
+        listed = "  ".join(f"{name} {value:.3f}" for name, value in zip(classes, row.tolist()))
+        print(f"{path}: {classes[best]}  ({kind}: {listed})")
+        if args.save_converted:
+            folder = Path(args.save_converted)
+            folder.mkdir(parents=True, exist_ok=True)
+            save_grey(image, folder / f"{Path(path).stem}.28x28.png")
+
+
 def run_bench(args) -> None:
     from .bench import BenchCase, default_cases, profile_step, run_benchmark, write_benchmark
     from .speed import PATHS
@@ -222,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     from .analysis import perturbation_figure_of, reconstruction_figure_of
 
     handlers = {
-        "train": run_train, "evaluate": run_evaluate, "bench": run_bench,
+        "train": run_train, "evaluate": run_evaluate, "predict": run_predict, "bench": run_bench,
         "reconstruct": lambda a: run_figure(a, reconstruction_figure_of),
         "perturb": lambda a: run_figure(a, perturbation_figure_of),
     }
