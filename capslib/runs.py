@@ -13,6 +13,7 @@ disagrees with the checkpoint it belongs to.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,21 @@ def run_name(config: TrainConfig) -> str:
         return f"{config.dataset}_baseline_seed{config.seed}"
     recon = "recon" if config.reconstruction else "norecon"
     return f"{config.dataset}_routing{config.routing_iterations}_{recon}_seed{config.seed}"
+
+
+RUN_NAME = re.compile(r"(?P<dataset>[a-z-]+)_(?:(?P<baseline>baseline)|routing(?P<routing>[0-9]+)_(?P<recon>recon|norecon))"
+                      r"_seed(?P<seed>[0-9]+)")
+
+
+def parse_run_name(name: str) -> dict:
+    """The TrainConfig fields that `run_name` encodes, read back from a run name."""
+    match = RUN_NAME.fullmatch(name)
+    if match is None:
+        raise RunFolderError(f"{name!r} is not a run name such as mnist_routing3_recon_seed1 or mnist_baseline_seed1")
+    if match["baseline"]:
+        return {"dataset": match["dataset"], "model": "baseline", "reconstruction": False, "seed": int(match["seed"])}
+    return {"dataset": match["dataset"], "model": "capsnet", "routing_iterations": int(match["routing"]),
+            "reconstruction": match["recon"] == "recon", "seed": int(match["seed"])}
 
 
 def configuration_label(config: TrainConfig) -> str:
