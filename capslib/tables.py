@@ -236,6 +236,8 @@ def training_time(per_run: pd.DataFrame) -> pd.DataFrame:
 
 
 def show(table: pd.DataFrame, note: str = ""):
-    """`table` as a notebook output: a Markdown table (numbers right-aligned, no index), then `note`."""
+    """`table` as a notebook output: a Markdown table (plain headers: zero_fraction → zero fraction;
+    numbers right-aligned; no index), then `note`."""
     from IPython.display import Markdown
+    table = table.rename(columns=lambda c: str(c).replace("_", " "))
     return Markdown(markdown_table(table, right=numeric_columns(table)) + (f"\n{note}\n" if note else ""))

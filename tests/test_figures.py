@@ -620,3 +620,10 @@ def test_charts_are_saved_as_small_palette_pngs(study, tmp_path):
     path = F.save_figure(F.accuracy_figure(find_runs(root, "mnist_*")), tmp_path / "curves.png")
     with Image.open(path) as image:
         assert image.mode == "P"
+
+
+def test_show_gives_plain_headers_and_right_aligned_numbers():
+    markdown = T.show(pd.DataFrame({"split": ["train"], "zero_fraction": [0.5], "images": [60000]}), "a note").data
+    lines = markdown.splitlines()
+    assert lines[:3] == ["| split | zero fraction | images |", "|---|---:|---:|", "| train | 0.5 | 60000 |"]
+    assert lines[-1] == "a note"
