@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -170,10 +168,9 @@ def test_predict_mistakes_are_one_line_and_exit_2(checkpoint, tmp_path, make_fil
 
 
 def test_predict_missing_image_is_named(checkpoint, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "capslib", "predict", str(tmp_path / "nope.png"),
-                           "--ckpt-path", str(checkpoint)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
-    assert "nope.png does not exist" in one_line(done.stderr)
+    code, out, err = cli("predict", tmp_path / "nope.png", "--ckpt-path", checkpoint)
+    assert code == 2 and out == ""
+    assert "nope.png does not exist" in one_line(err)
 
 
 def test_predict_help_states_the_conversion():
