@@ -49,9 +49,12 @@ def checkpoint_to_resume(ckpt_dir: Path, log_dir: Path, resume: bool) -> Path | 
     last = Path(ckpt_dir) / LAST
     if resume and last.is_file():
         return last
-    for folder, flag in ((Path(ckpt_dir), "--ckpt-dir"), (Path(log_dir), "--logs-dir")):
+    # named as the command line and the notebooks (02_train's runs_dir, results_dir, resume) call them
+    for folder, flag in ((Path(ckpt_dir), "--ckpt-dir (notebook: runs_dir)"),
+                         (Path(log_dir), "--logs-dir (notebook: results_dir)")):
         if not _is_empty(folder) and not (resume and _holds_only_a_start(folder)):
-            hint = "pass --resume to continue it" if last.is_file() else "it holds no checkpoint to resume"
+            hint = ("pass --resume (notebook: resume = True) to continue it" if last.is_file()
+                    else "it holds no checkpoint to resume")
             raise RunFolderError(f"{flag} {folder} is not empty ({hint}), or choose another folder")
     return None
 
