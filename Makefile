@@ -6,15 +6,15 @@
 #   make reproduce    the whole study (GPU): data, every training run, figures, tables, reports
 #   make quick        the same study on small subsets, on CPU, in minutes, written under quick/
 #   make bench        speed of each training path (GPU) -> results/benchmarks.md
-#   make lab          the notebooks in JupyterLab
-#   make clean        delete checkpoints and quick/ (never data/ or results/)
+#   make lab          JupyterLab on the repository (notebooks/ open; results/ in reach)
+#   make clean        delete checkpoints, quick/ and scratch/ (never data/ or results/)
 #
 # The steps of the study, each an executed notebook under $(RESULTS)/notebooks/:
 #   make data         01_data     checksums, class balance, samples, pixels (MNIST, Fashion-MNIST)
 #   make mnist        02_train    Table 1: CapsNet routing 1 and 3, with and without reconstruction,
 #                                 and the baseline CNN, each for every seed in SEEDS
 #   make train        02_train    one run: make train ROUTING=1 RECON=False SEED=2 [DATASET= MODEL=]
-#   make figures      03, 04      reconstructions and perturbations of the best MNIST routing-3 run
+#   make figures      03, 04      reconstructions, perturbations and routing of the best MNIST routing-3 run
 #   make fashion      02, 05      Fashion-MNIST: routing 3 + reconstruction for every seed, its figures
 #   make validated    capslib sweep table1: Table 1 and Fashion-MNIST with the first 10,000 training
 #                                 images held out, so every run is also scored "selected on validation"
@@ -29,43 +29,30 @@
 PYTHON ?= python3
 CPU_TORCH := torch==2.13.0
 
-# Profiles: full (GPU; the committed results), quick (CPU, minutes; batch 32 so that 2 epochs of
-# 1,000 images are 62 steps, enough to learn), tiny (CPU, the test suite).
+# Profiles: full (GPU; the committed results), quick (CPU, minutes), tiny (CPU, the test suite).
+# The size of each run (epochs, batch size, subsets) is declared in capslib/profiles.py and passed
+# to the notebooks as their `profile` parameter; EPOCHS, BATCH_SIZE, TRAIN_SUBSET and TEST_SUBSET,
+# when set, override it. Here: where the study goes, which runs, on which device.
 PROFILE ?= full
 ifeq ($(PROFILE),full)
   STUDY_DIR ?= .
-  EPOCHS ?= 40
-  BATCH_SIZE ?= 128
   SEEDS ?= 1 2 3
-  TRAIN_SUBSET ?= None
-  TEST_SUBSET ?= None
   DEVICE ?= auto
 else ifeq ($(PROFILE),quick)
   STUDY_DIR ?= quick
-  EPOCHS ?= 2
-  BATCH_SIZE ?= 32
   SEEDS ?= 1
-  TRAIN_SUBSET ?= 1000
-  TEST_SUBSET ?= 500
   DEVICE ?= cpu
-  SWEEP_FLAGS ?= --epochs 1 --batch-size 32 --train-subset 600 --test-subset 200 --validation-size 100 --device cpu
-  ABLATION_FLAGS ?= --routing 1
+  ABLATION_FLAGS ?= --routing 1  # the ablation's 15 runs at routing 1: minutes on a CPU
 else ifeq ($(PROFILE),tiny)
   STUDY_DIR ?= quick/tiny
-  EPOCHS ?= 1
-  BATCH_SIZE ?= 128
   SEEDS ?= 1
-  TRAIN_SUBSET ?= 256
-  TEST_SUBSET ?= 100
   DEVICE ?= cpu
   MNIST_CONFIGS ?= routing1_norecon routing3_recon baseline
-  SWEEP_FLAGS ?= --epochs 1 --train-subset 160 --test-subset 50 --validation-size 32 --device cpu
   ABLATION_FLAGS ?= --routing 1  # the ablation's 15 runs at routing 1: CI's CPU time
 else
   $(error PROFILE must be full, quick or tiny, not '$(PROFILE)')
 endif
 MNIST_CONFIGS ?= routing1_norecon routing1_recon routing3_norecon routing3_recon baseline
-SWEEP_FLAGS ?=
 ABLATION_FLAGS ?=
 RUNS := $(STUDY_DIR)/runs
 RESULTS := $(STUDY_DIR)/results
@@ -83,8 +70,12 @@ train_parameters = -p dataset $(word 1,$(call name_parts,$1)) \
 	-p routing $(or $(patsubst routing%,%,$(filter routing%,$(call name_parts,$1))),3) \
 	-p reconstruction $(if $(filter norecon baseline,$(call name_parts,$1)),False,True) \
 	-p seed $(patsubst seed%,%,$(lastword $(call name_parts,$1))) \
-	-p epochs $(EPOCHS) -p batch_size $(BATCH_SIZE) -p train_subset $(TRAIN_SUBSET) -p test_subset $(TEST_SUBSET) -p device $(DEVICE) \
+	-p profile $(PROFILE) $(size_overrides) -p device $(DEVICE) \
 	-p runs_dir $(RUNS) -p results_dir $(RESULTS) -p progress_bar False
+size_overrides = $(if $(EPOCHS),-p epochs $(EPOCHS)) $(if $(BATCH_SIZE),-p batch_size $(BATCH_SIZE)) \
+	$(if $(TRAIN_SUBSET),-p train_subset $(TRAIN_SUBSET)) $(if $(TEST_SUBSET),-p test_subset $(TEST_SUBSET))
+# 03-05 train a short run (of PROFILE's size) only when no run of their configuration is logged.
+model_parameters = -p runs_dir $(RUNS) -p results_dir $(RESULTS) -p profile $(PROFILE) -p device $(DEVICE)
 
 # Every step runs once: its executed notebook is the target, and prerequisites are order-only (after
 # the '|'), so editing a notebook or a fresh clone's file times never retrain anything. To redo the
@@ -107,7 +98,7 @@ ifeq ($(filter -j% j%,$(MAKEFLAGS)),)
 endif
 JOBS ?= $(if $(filter-out 0,$(GPUS)),$(GPUS),1)
 sweep = $(PYTHON) -m capslib sweep $1 --seeds $(subst $(space),$(comma),$(SEEDS)) --jobs $(JOBS) \
-	--runs-dir $(RUNS) --results-dir $(RESULTS) $(SWEEP_FLAGS)
+	--runs-dir $(RUNS) --results-dir $(RESULTS) --profile $(PROFILE) --device $(DEVICE)
 space := $(subst ,, )
 comma := ,
 
@@ -154,15 +145,16 @@ train: $(call run_notebooks,$(DATASET)_$(if $(filter baseline,$(MODEL)),baseline
 figures: $(NB)/03_reconstruct_mnist.ipynb $(NB)/04_perturb_mnist.ipynb
 
 $(NB)/03_reconstruct_mnist.ipynb $(NB)/04_perturb_mnist.ipynb: | $(call run_notebooks,$(filter mnist_routing3_recon_%,$(mnist_runs)))
+$(NB)/04_perturb_mnist.ipynb: | $(call run_notebooks,$(filter mnist_routing1_norecon_%,$(mnist_runs)))
 $(NB)/03_reconstruct_mnist.ipynb: | notebooks/03_reconstruct.ipynb
-	$(call notebook,03_reconstruct,$@,-p runs_dir $(RUNS) -p results_dir $(RESULTS) -p device $(DEVICE))
+	$(call notebook,03_reconstruct,$@,$(model_parameters))
 $(NB)/04_perturb_mnist.ipynb: | notebooks/04_perturb.ipynb
-	$(call notebook,04_perturb,$@,-p runs_dir $(RUNS) -p results_dir $(RESULTS) -p device $(DEVICE))
+	$(call notebook,04_perturb,$@,$(model_parameters))
 
 fashion: $(NB)/05_fashion.ipynb
 
 $(NB)/05_fashion.ipynb: | notebooks/05_fashion.ipynb $(call run_notebooks,$(fashion_runs))
-	$(call notebook,05_fashion,$@,-p runs_dir $(RUNS) -p results_dir $(RESULTS) -p device $(DEVICE))
+	$(call notebook,05_fashion,$@,$(model_parameters))
 
 # Sweeps: capslib declares their runs (capslib/studies.py) and resumes any that a time limit cut off.
 validated: $(RESULTS)/table1/.done
@@ -176,12 +168,14 @@ $(RESULTS)/ablation/.done:
 	$(call sweep,official$(comma)ablation) $(ABLATION_FLAGS) && touch $@
 
 $(NB)/07_ablation.ipynb: | notebooks/07_ablation.ipynb $(RESULTS)/ablation/.done
-	$(call notebook,07_ablation,$@,-p results_dir $(RESULTS))
+	$(call notebook,07_ablation,$@,-p ablation_logs_dir $(RESULTS)/ablation -p official_logs_dir $(RESULTS)/official \
+		-p results_dir $(RESULTS))
 
 tables: $(NB)/06_summary.ipynb
 
 $(NB)/06_summary.ipynb: | notebooks/06_summary.ipynb $(call run_notebooks,$(mnist_runs) $(fashion_runs)) $(RESULTS)/table1/.done
-	$(call notebook,06_summary,$@,-p results_dir $(RESULTS))
+	$(call notebook,06_summary,$@,-p logs_dir $(RESULTS)/runs -p validated_logs_dir $(RESULTS)/table1 \
+		-p official_logs_dir $(RESULTS)/official -p results_dir $(RESULTS))
 
 # HTML reports of the study's notebooks (not of every training run: 02_train is one per run):
 # results/html/ without code cells (committed), results/html/with-code/ (not committed: the executed
@@ -194,8 +188,12 @@ report: figures fashion tables data ablation
 bench:
 	$(PYTHON) -m capslib bench --out-dir results
 
+# Rooted at the repository, so results/ (figures, HTML reports) is in reach; opens on notebooks/.
+# --allow-root: containers often run as root. The pre-save hook keeps the committed notebooks'
+# metadata as committed (capslib/lab.py), so opening one leaves git status clean.
 lab:
-	$(PYTHON) -m jupyter lab notebooks/
+	$(PYTHON) -m jupyter lab --allow-root --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
+		--ContentsManager.pre_save_hook=capslib.lab.keep_committed_metadata
 
 clean:
-	rm -rf runs quick
+	rm -rf runs quick scratch

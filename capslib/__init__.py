@@ -13,13 +13,17 @@ Hinton, NeurIPS 2017).
     analysis.py    a trained run with its test set: reconstructions, perturbations
     figures.py     the study's figures
     tables.py      result tables beside the paper's Table 1
+    profiles.py    run sizes by purpose: full (the study), quick (CPU), tiny (tests)
+    notebook.py    what each notebook does first: find its clone, size runs, find or train a model
+    predict.py     classify your own images (converted to MNIST's format)
+    lab.py         `make lab`: saving a notebook keeps the committed metadata
     bench.py       `capslib bench`
     cli.py         the command line
 """
 
 from .config import TrainConfig
 from .errors import CapslibError
-from . import analysis, data, figures, runs, tables
+from . import analysis, data, figures, notebook, profiles, runs, tables
 from .provenance import REPO
 from .model import BaselineCNN, CapsNet, count_parameters, dynamic_routing, squash
 from .train import train

@@ -1,7 +1,7 @@
-"""A trained run, loaded with its test set: evaluation, reconstructions and perturbations.
+"""A trained run, loaded with its test set: evaluation, reconstructions, perturbations, routing.
 
-What the `evaluate`, `reconstruct` and `perturb` commands and notebooks 03-05 call. Inference here
-runs in float32 (the reference precision) whatever path the run was trained with.
+What the `evaluate`, `reconstruct`, `perturb` and `predict` commands and notebooks 03-05 call.
+Inference here runs in float32 (the reference precision) whatever path the run was trained with.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from .config import TrainConfig
 from .data import dataset_info, load_split, to_tensors
 from .errors import CapslibError
 from .evaluate import Evaluation, evaluate, predict
-from .figures import (perturb_capsule, perturbation_examples, perturbation_figure,
-                      reconstruction_figure)
+from .figures import (coupling_entropy, perturb_capsule, perturbation_examples, perturbation_figure,
+                      reconstruction_examples, reconstruction_figure, routing_figure)
+from .runs import configuration_label, run_name
 from .speed import resolve_device
 
 
@@ -33,6 +34,14 @@ class TrainedRun:
     classes: tuple[str, ...]
     test_images: torch.Tensor  # N×1×28×28 in [0, 1], on the model's device
     test_labels: torch.Tensor
+
+    @property
+    def name(self) -> str:
+        return run_name(self.config)
+
+    @property
+    def label(self) -> str:
+        return configuration_label(self.config)
 
     @cached_property
     def evaluation(self) -> Evaluation:
@@ -56,6 +65,11 @@ class TrainedRun:
             raise CapslibError(f"this {self.config.model} run ({self.config.ckpt_dir}) has no reconstruction "
                                "decoder: train with --reconstruction-loss=True to draw reconstructions")
 
+    def require_routing(self) -> None:
+        if not hasattr(self.model, "couplings"):
+            raise CapslibError(f"this {self.config.model} run ({self.config.ckpt_dir}) has no routing: "
+                               "only a CapsNet has coupling coefficients")
+
 
 def load_trained(ckpt_path: Path | str, data_root: Path | str | None = None, device: str = "auto",
                  test_subset: int | None = None, verify: bool = True) -> TrainedRun:
@@ -76,12 +90,27 @@ def reconstruction_figure_of(run: TrainedRun, per_row: int = 8):
 
 
 def reconstruction_errors(run: TrainedRun) -> pd.DataFrame:
-    """Per test image: label, prediction, and the sum of squared errors of its reconstruction."""
+    """Per test image: label, prediction, and the sum of squared errors of its reconstruction
+    (float64, so that rounded values print as they are)."""
     run.require_decoder()
     _, _, reconstructions = run.outputs
-    sse = ((reconstructions - run.test_images.flatten(1)) ** 2).sum(dim=1).cpu().numpy()
+    sse = ((reconstructions - run.test_images.flatten(1)) ** 2).sum(dim=1).double().cpu().numpy()
     return pd.DataFrame({"label": run.labels, "prediction": run.predictions, "sse": sse,
                          "correct": run.labels == run.predictions})
+
+
+def reconstruction_error_table(errors: pd.DataFrame, by: str, classes: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The reconstruction SSE of `errors` per outcome (by="correct": correctly classified or
+    misclassified) or per true class (by="label"): number of images, mean, median, max."""
+    groups = errors.groupby(by).sse
+    table = groups.agg(["size", "mean", "median", "max"]).round(2).reset_index()
+    if by == "correct":
+        table[by] = table[by].map({True: "correctly classified", False: "misclassified"})
+        table = table.iloc[::-1]  # correct first
+    else:
+        table[by] = [classes[i] for i in table[by]] if classes else table[by]
+    table.columns = ["outcome" if by == "correct" else "true class", "images", "mean SSE", "median SSE", "max SSE"]
+    return table.reset_index(drop=True)
 
 
 def perturbation_figure_of(run: TrainedRun):
@@ -91,3 +120,31 @@ def perturbation_figure_of(run: TrainedRun):
     panels = [perturb_capsule(run.model, capsules[i, c], c) for c, i in chosen.items()]
     titles = [f"{run.classes[c]} (test image {i})" for c, i in chosen.items()]
     return perturbation_figure(panels, titles)
+
+
+def routing_examples(run: TrainedRun, count: int = 4) -> np.ndarray:
+    """Test images whose routing to show: the first correctly classified ones and the first
+    misclassified one (if any), `count` in all."""
+    correct, wrong = reconstruction_examples(run.labels, run.predictions, count)
+    chosen = list(correct[:count - min(1, len(wrong))]) + list(wrong[:1])
+    return np.array(chosen[:count], dtype=int)
+
+
+@torch.inference_mode()
+def routing_figure_of(run: TrainedRun, count: int = 4):
+    run.require_routing()
+    chosen = routing_examples(run, count)
+    couplings = run.model.couplings(run.test_images[chosen])
+    return routing_figure(run.test_images[chosen], couplings, run.labels[chosen], run.predictions[chosen], run.classes)
+
+
+@torch.inference_mode()
+def mean_coupling_entropy(run: TrainedRun, batch_size: int = 500) -> np.ndarray:
+    """Per routing iteration, the entropy (bits) of the couplings c_i, averaged over the primary
+    capsules and the test images: log2(10) where routing leaves them uniform."""
+    run.require_routing()
+    total = 0.0
+    for start in range(0, len(run.test_images), batch_size):
+        couplings = run.model.couplings(run.test_images[start:start + batch_size])
+        total = total + coupling_entropy(couplings).double().sum(dim=(1, 2))
+    return (total / (len(run.test_images) * couplings.shape[2])).cpu().numpy()

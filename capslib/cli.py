@@ -1,4 +1,4 @@
-"""`capslib train | sweep | evaluate | reconstruct | perturb | bench` (also `python -m capslib`).
+"""`capslib train | sweep | evaluate | reconstruct | perturb | predict | bench` (also `python -m capslib`).
 
 The flags of the TensorFlow study this project follows are accepted as its README writes them
 (`--mnist-root-path=/path/ --batch-size=128 --routing-frequency=3 --reconstruction-loss=True
@@ -213,6 +213,9 @@ def build_parser() -> Parser:
     sweep.add_argument("study", help="the set of runs: " + ", ".join(STUDY_NAMES) + " (or several, comma-separated)")
     _training_flags(sweep, recipe=False)
     sweep.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default 1,2,3)")
+    sweep.add_argument("--profile", default="full", choices=("full", "quick", "tiny"),
+                       help="run sizes (capslib/profiles.py): full keeps each study's own; quick and tiny are "
+                            "small CPU runs, holding a sixth of their training images out (default full)")
     sweep.add_argument("--jobs", type=positive_int, default=1,
                        help="runs at a time (default 1; one per GPU: each run claims a free one)")
     sweep.add_argument("--runs-dir", default="runs", metavar="DIR", help="checkpoints go to DIR/<study>/<run>")
@@ -234,6 +237,20 @@ def build_parser() -> Parser:
     perturb = commands.add_parser("perturb", help="dimension-perturbation grid of a checkpoint (PNG)")
     _inference_flags(perturb)
     _result_flags(perturb, "PNG", required=True)
+
+    from .predict import CONVERSION
+    predict = commands.add_parser(
+        "predict", help="classify your own images (PNG or JPEG, converted to 28×28 grey like MNIST)",
+        description="Print the predicted class and the 10 class scores (capsule lengths) of each image.\n\n"
+                    + CONVERSION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    predict.add_argument("images", nargs="+", type=existing_path, metavar="IMAGE", help="PNG or JPEG files")
+    predict.add_argument("--ckpt-path", type=existing_path, required=True, metavar="PATH",
+                         help="a checkpoint (.pt), or a run folder (its last.pt)")
+    predict.add_argument("--invert", action="store_true",
+                         help="the images have dark ink on a light ground (a pen on paper): invert them first")
+    predict.add_argument("--save-converted", metavar="DIR",
+                         help="also write each converted 28×28 image to DIR (as <name>.28x28.png): what the model saw")
+    predict.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
 
     bench = commands.add_parser("bench", help="training throughput of each speed path (CUDA)")
     bench.add_argument("--paths", default="fp32,tf32,bf16,compile,graph", help="comma-separated speed paths")
@@ -266,7 +283,7 @@ def run_sweep(args) -> int:
     if args.data_root:
         overrides["data_root"] = str(args.data_root)
     overrides["verify_checksums"] = args.verify
-    configs = study_runs(args.study, seeds, Path(args.runs_dir), Path(args.results_dir), **overrides)
+    configs = study_runs(args.study, seeds, Path(args.runs_dir), Path(args.results_dir), args.profile, **overrides)
     if args.only:
         names = {Path(c.log_dir).name for c in configs}
         unknown = [name for name in args.only if name not in names]
@@ -320,6 +337,31 @@ def run_figure(args, make_figure) -> None:
     print(f"wrote {save_figure(make_figure(run), args.result_path)}")
 
 
+def run_predict(args) -> None:
+    from .checkpoint import load_model
+    from .data import dataset_info
+    from .evaluate import predict
+    from .predict import load_images, save_grey
+    from .speed import resolve_device
+
+    images = load_images(args.images, args.invert)  # every image checked before the model loads
+    device = resolve_device(args.device)
+    model, config, _ = load_model(args.ckpt_path, device)
+    classes = dataset_info(config.dataset).classes
+    scores = predict(model, images.to(device))[0].cpu()
+    kind = "capsule lengths" if config.model == "capsnet" else "softmax probabilities"
+    if config.model != "capsnet":
+        scores = scores.softmax(dim=1)
+    for path, image, row in zip(args.images, images, scores):
+        best = int(row.argmax())
+        listed = "  ".join(f"{name} {value:.3f}" for name, value in zip(classes, row.tolist()))
+        print(f"{path}: {classes[best]}  ({kind}: {listed})")
+        if args.save_converted:
+            folder = Path(args.save_converted)
+            folder.mkdir(parents=True, exist_ok=True)
+            save_grey(image, folder / f"{Path(path).stem}.28x28.png")
+
+
 def run_bench(args) -> None:
     from .bench import BenchCase, default_cases, profile_step, run_benchmark, write_benchmark
     from .speed import PATHS
@@ -343,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     from .analysis import perturbation_figure_of, reconstruction_figure_of
 
     handlers = {
-        "train": run_train, "sweep": run_sweep, "evaluate": run_evaluate, "bench": run_bench,
+        "train": run_train, "sweep": run_sweep, "evaluate": run_evaluate, "predict": run_predict,
+        "bench": run_bench,
         "reconstruct": lambda a: run_figure(a, reconstruction_figure_of),
         "perturb": lambda a: run_figure(a, perturbation_figure_of),
     }

@@ -40,7 +40,8 @@ def squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
 
 
 def dynamic_routing(u_hat: torch.Tensor, iterations: int, detach_early: bool = False,
-                    bias: torch.Tensor | None = None) -> torch.Tensor:
+                    bias: torch.Tensor | None = None, return_couplings: bool = False
+                    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Procedure 1: route predictions û (B×in×out×D) to the parent capsules v (B×out×D).
 
     The logits start at zero and the softmax runs over the parents (dim 2). Gradients flow through
@@ -52,18 +53,25 @@ def dynamic_routing(u_hat: torch.Tensor, iterations: int, detach_early: bool = F
     Written as broadcast products and sums rather than einsum: torch.compile fuses each into one
     pass over û (read once, in its storage precision), where einsum becomes memory-bound batched
     matrix-vector products (measured: the largest cost of the compiled step, see README).
+
+    With `return_couplings`, also return the coupling coefficients c_ij that each iteration used,
+    stacked as iterations×B×in×out (the first iteration's are uniform, 1/out): what routing does,
+    made visible (figures.routing_figure).
     """
     u_hat_early = u_hat.detach() if detach_early else u_hat
     logits = u_hat.new_zeros(u_hat.shape[:3], dtype=torch.float32)
+    couplings = []
     for iteration in range(iterations):
         last = iteration == iterations - 1
         votes = u_hat if last else u_hat_early
         coupling = logits.softmax(dim=2)
+        if return_couplings:
+            couplings.append(coupling)
         s = (coupling.unsqueeze(-1) * votes).sum(dim=1)                  # s_j = Σ_i c_ij û_j|i
         v = squash(s if bias is None else s + bias)
         if not last:
             logits = logits + (votes * v.unsqueeze(1)).sum(dim=-1)       # b_ij += û_j|i · v_j
-    return v
+    return (v, torch.stack(couplings)) if return_couplings else v
 
 
 class Decoder(nn.Module):
@@ -145,11 +153,20 @@ class CapsNet(nn.Module):
             u = u * self.primary_scale + self.primary_bias
         return squash(u.reshape(len(images), NUM_PRIMARY, PRIMARY_DIM))
 
+    def prediction_vectors(self, images: torch.Tensor) -> torch.Tensor:
+        """B×1×28×28 images → B×1152×10×16 predictions û_{j|i} = W_ij u_i."""
+        return torch.einsum("bik,ijdk->bijd", self.primary_capsules(images), self.W)
+
     def digit_capsules(self, images: torch.Tensor) -> torch.Tensor:
         """B×1×28×28 images → B×10×16 digit capsules v_j."""
-        u = self.primary_capsules(images)
-        u_hat = torch.einsum("bik,ijdk->bijd", u, self.W)  # û_{j|i} = W_ij u_i
-        return dynamic_routing(u_hat, self.routing_iterations, self.detach_routing, self.digit_bias)
+        return dynamic_routing(self.prediction_vectors(images), self.routing_iterations, self.detach_routing,
+                               self.digit_bias)
+
+    def couplings(self, images: torch.Tensor) -> torch.Tensor:
+        """The coupling coefficients c_ij of every routing iteration: iterations×B×1152×10."""
+        _, couplings = dynamic_routing(self.prediction_vectors(images), self.routing_iterations,
+                                       bias=self.digit_bias, return_couplings=True)
+        return couplings
 
     def decode(self, capsules: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Reconstruct B×784 images from the capsules of `classes` (used by the figures too)."""

@@ -25,6 +25,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,8 @@ def open_run_folder(ckpt_dir: Path, log_dir: Path, resume: bool):
 
 def _folders(ckpt_dir: Path, log_dir: Path) -> list[tuple[Path, str]]:
     same = ckpt_dir.resolve() == log_dir.resolve()
-    return [(ckpt_dir, "--ckpt-dir")] + ([] if same else [(log_dir, "--logs-dir")])
+    # named as the command line and the notebooks (02_train's runs_dir, results_dir) call them
+    return [(ckpt_dir, "--ckpt-dir (notebook: runs_dir)")] + ([] if same else [(log_dir, "--logs-dir (notebook: results_dir)")])
 
 
 @contextlib.contextmanager
@@ -115,7 +117,8 @@ def _checkpoint_to_resume(ckpt_dir: Path, log_dir: Path, resume: bool) -> Path |
         return last
     for folder, flag in _folders(ckpt_dir, log_dir):
         if _entries(folder) and not (resume and _holds_only_a_start(folder)):
-            hint = "pass --resume to continue it" if last.is_file() else "it holds no checkpoint to resume"
+            hint = ("pass --resume (notebook: resume = True) to continue it" if last.is_file()
+                    else "it holds no checkpoint to resume")
             raise RunFolderError(f"{flag} {folder} is not empty ({hint}), or choose another folder")
     return None
 
@@ -206,6 +209,21 @@ def run_name(config: TrainConfig) -> str:
         return f"{config.dataset}_baseline{variant}_seed{config.seed}"
     recon = "recon" if config.reconstruction else "norecon"
     return f"{config.dataset}_routing{config.routing_iterations}_{recon}{variant}_seed{config.seed}"
+
+
+RUN_NAME = re.compile(r"(?P<dataset>[a-z-]+)_(?:(?P<baseline>baseline)|routing(?P<routing>[0-9]+)_(?P<recon>recon|norecon))"
+                      r"_seed(?P<seed>[0-9]+)")
+
+
+def parse_run_name(name: str) -> dict:
+    """The TrainConfig fields that `run_name` encodes, read back from a run name."""
+    match = RUN_NAME.fullmatch(name)
+    if match is None:
+        raise RunFolderError(f"{name!r} is not a run name such as mnist_routing3_recon_seed1 or mnist_baseline_seed1")
+    if match["baseline"]:
+        return {"dataset": match["dataset"], "model": "baseline", "reconstruction": False, "seed": int(match["seed"])}
+    return {"dataset": match["dataset"], "model": "capsnet", "routing_iterations": int(match["routing"]),
+            "reconstruction": match["recon"] == "recon", "seed": int(match["seed"])}
 
 
 def configuration_label(config: TrainConfig) -> str:

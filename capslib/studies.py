@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .config import COMPONENTS, RECIPES, TrainConfig
 from .errors import CapslibError
+from .profiles import PROFILES, resolve_profile
 from .runs import read_run, run_name, summary_line
 
 OFFICIAL_SPLIT = 10_000      # mnist_shift.py MNIST_RANGE: valid_test is the first 10,000 training images
@@ -69,10 +70,24 @@ def table1_configs(seeds, **common) -> list[TrainConfig]:
             for seed in seeds for dataset, model, routing, reconstruction in TABLE1]
 
 
-def study_runs(studies: str, seeds, runs_dir: Path, results_dir: Path, **common) -> list[TrainConfig]:
-    """The configs of one or more studies ('official,ablation': in that order), each with its
-    checkpoint folder runs_dir/<study>/<run> and its logs in results_dir/<study>/<run>."""
+def profile_sizes(name: str) -> dict:
+    """The run sizes of a profile (profiles.py) for a sweep: none for `full` (each study keeps its own
+    length), else the profile's epochs, batch and subsets, holding a sixth of the training images out
+    for validation as the official split does (10,000 of 60,000)."""
+    if name == "full":
+        return {}
+    profile = PROFILES[name] if name in PROFILES else resolve_profile(name, "cpu")
+    train = profile.train_subset or 60_000
+    return {"epochs": profile.epochs, "batch_size": profile.batch_size, "train_subset": profile.train_subset,
+            "test_subset": profile.test_subset, "validation_size": train // 6}
+
+
+def study_runs(studies: str, seeds, runs_dir: Path, results_dir: Path, profile: str = "full",
+               **common) -> list[TrainConfig]:
+    """The configs of one or more studies ('official,ablation': in that order), sized by `profile`,
+    each with its checkpoint folder runs_dir/<study>/<run> and its logs in results_dir/<study>/<run>."""
     builders = {"ablation": ablation_configs, "official": official_configs, "table1": table1_configs}
+    common = {**profile_sizes(profile), **common}
     configs = []
     for study in studies.split(","):
         if study not in builders:

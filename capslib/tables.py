@@ -1,9 +1,11 @@
 """Tables of results: one row per run, one per configuration (mean ± std over seeds) beside the
-paper's Table 1, written as CSV and Markdown."""
+paper's Table 1, written as CSV (every number, for machines) and Markdown; and the same tables
+formatted for a reader (mean ± std, plain headers, no index, no NaN), as the notebooks show them."""
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -68,9 +70,10 @@ def run_table(runs: list[Run]) -> pd.DataFrame:
                              ignore_index=True)
 
 
-def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:
+def summary_table(per_run: pd.DataFrame, digits: int | None = 3) -> pd.DataFrame:
     """Per dataset, configuration, recipe and validation split: mean ± sample std (ddof=1) over seeds
-    of the final, validation-selected and best-on-test error."""
+    of the final, validation-selected and best-on-test error, rounded to `digits` (None: not
+    rounded, for formatting without rounding twice)."""
     rows = []
     keys = ["dataset", "configuration", "recipe", "validation_images"]
     for (dataset, configuration, recipe, validation), group in per_run.groupby(keys, sort=False):
@@ -79,20 +82,22 @@ def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "dataset": dataset, "configuration": configuration, "recipe": recipe, "validation_images": validation,
             "runs": len(group), "epochs": "/".join(str(e) for e in sorted(group.epochs.unique())),
-            "final_error_mean": _round(group.final_test_error.mean()),
-            "final_error_std": _round(group.final_test_error.std(ddof=1)),
-            "selected_error_mean": _round(group.selected_test_error.astype(float).mean()),
-            "selected_error_std": _round(group.selected_test_error.astype(float).std(ddof=1)),
-            "best_error_mean": _round(group.best_test_error.mean()),
-            "best_error_std": _round(group.best_test_error.std(ddof=1)),
+            "final_error_mean": _round(group.final_test_error.mean(), digits),
+            "final_error_std": _round(group.final_test_error.std(ddof=1), digits),
+            "selected_error_mean": _round(group.selected_test_error.astype(float).mean(), digits),
+            "selected_error_std": _round(group.selected_test_error.astype(float).std(ddof=1), digits),
+            "best_error_mean": _round(group.best_test_error.mean(), digits),
+            "best_error_std": _round(group.best_test_error.std(ddof=1), digits),
             "paper_error": paper[0], "paper_std": paper[1], "other_reference_error": reference,
-            "gap_to_paper": _round(group.final_test_error.mean() - paper[0]) if paper[0] is not None else None,
+            "gap_to_paper": _round(group.final_test_error.mean() - paper[0], digits) if paper[0] is not None else None,
         })
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def _round(value: float, digits: int = 3):
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), digits)
+def _round(value: float, digits: int | None = 3):
+    if _missing(value):
+        return None
+    return float(value) if digits is None else round(float(value), digits)
 
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (standard tables); beyond 30 the
@@ -157,29 +162,62 @@ def ablation_tables(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return per_run, pd.DataFrame(summary, columns=ABLATION_SUMMARY_COLUMNS)
 
 
-def markdown_table(table: pd.DataFrame) -> str:
-    """A GitHub Markdown table (no extra dependency such as tabulate)."""
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _decimals(value: float) -> int:
+    text = repr(float(value))
+    return 0 if "e" in text or text.endswith(".0") else len(text.split(".")[1])
+
+
+def _aligned_floats(column: pd.Series) -> pd.Series:
+    """A float column as text with as many decimals as its most precise value (at most 6), so
+    that 64.8 prints as 64.80 beside 68.64, and a count that NaN made a float (35.0) as 35."""
+    values = [v for v in column if not _missing(v)]
+    digits = min(6, max((_decimals(v) for v in values), default=0))
+    return column.map(lambda v: None if _missing(v) else f"{v:.{digits}f}")
+
+
+def markdown_table(table: pd.DataFrame, right: tuple[str, ...] = ()) -> str:
+    """A GitHub Markdown table (no extra dependency such as tabulate); the columns named in
+    `right` are right-aligned (numbers)."""
     def cell(value) -> str:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if _missing(value):
             return ""
         return " ".join(str(value).split()).replace("|", "\\|")  # one line, pipes escaped
 
-    lines = ["| " + " | ".join(cell(c) for c in table.columns) + " |", "|" + "---|" * len(table.columns)]
+    table = table.apply(lambda column: _aligned_floats(column) if column.dtype.kind == "f" else column)
+    rule = "|" + "".join("---:|" if c in right else "---|" for c in table.columns)
+    lines = ["| " + " | ".join(cell(c) for c in table.columns) + " |", rule]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
-def write_table(table: pd.DataFrame, stem: Path | str, title: str, note: str = "") -> None:
-    """`stem`.csv and `stem`.md (a title, an optional note, then the table)."""
+def write_table(table: pd.DataFrame, stem: Path | str, title: str, note: str = "",
+                readable: pd.DataFrame | None = None) -> None:
+    """`stem`.csv (`table`) and `stem`.md (a title, an optional note, then `readable`, a formatted
+    version of the table, or `table` itself)."""
     stem = Path(stem)
+    shown = table if readable is None else readable
     atomic_write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
-    atomic_write_text(stem.with_suffix(".md"), f"# {title}\n\n" + (f"{note}\n\n" if note else "") + markdown_table(table))
+    atomic_write_text(stem.with_suffix(".md"), f"# {title}\n\n" + (f"{note}\n\n" if note else "")
+                      + markdown_table(shown, right=numeric_columns(shown)))
 
 
-def write_result_tables(runs_dirs, tables_dir: Path | str, pattern: str = "*"
+SUMMARY_NOTE = ("final = the last epoch's test error, mean ± sample standard deviation over seeds; selected = the "
+                "test error at the evaluation with the lowest validation error (runs that held the first 10,000 "
+                "training images out); best epoch = the lowest error over all epochs (selected on the test set, "
+                "shown for comparison only); paper = Sabour et al. 2017, Table 1 (MNIST); gap = our mean final "
+                "error minus the paper's. Other references: the TensorFlow study this project follows reports "
+                "0.26% (99.74% accuracy, its best, MNIST routing 3 + reconstruction); a widely cited CapsNet "
+                "Fashion-MNIST result is 6.4% (93.6% accuracy).")
+
+
+def write_result_tables(runs_dirs, tables_dir: Path | str, pattern: str = "*", prefix: str = ""
                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rebuild runs.{csv,md} and summary.{csv,md} in `tables_dir` from every completed run under
-    `runs_dirs` (one folder or several).
+    """Rebuild <prefix>runs.{csv,md} and <prefix>summary.{csv,md} in `tables_dir` from the complete
+    runs `runs_dirs`/`pattern` (one folder of runs or several).
 
     Rebuilt from the run folders each time (never appended), so concurrent or repeated calls agree."""
     folders = [runs_dirs] if isinstance(runs_dirs, (str, Path)) else list(runs_dirs)
@@ -187,17 +225,15 @@ def write_result_tables(runs_dirs, tables_dir: Path | str, pattern: str = "*"
     per_run = run_table(runs)
     summary = summary_table(per_run)
     tables_dir = Path(tables_dir)
-    write_table(per_run, tables_dir / "runs", "Test error of every run (%)",
+    write_table(per_run, tables_dir / f"{prefix}runs", "Test error of every run (%)",
                 "final = the last epoch's test error; selected = the test error of the evaluation with the "
                 "lowest validation error (runs with a validation split: the first validation_images training "
                 "images held out); best = the lowest test error over all evaluations (selected on the test set, "
                 "shown for comparison with the official evaluator only). recipe = paper, official, or a "
                 "recipe with components added (+) or removed (-). Provenance: each run's command, commit, "
                 "device, software and date; per-evaluation logs in the run folder.")
-    write_table(summary, tables_dir / "summary", "Test error per configuration (%), mean ± sample std over seeds",
-                "paper = Sabour et al. 2017, Table 1 (MNIST); other_reference = the TensorFlow study's 99.74% "
-                "(MNIST, routing 3 + reconstruction) or the widely cited CapsNet Fashion-MNIST 93.6%. "
-                "gap_to_paper = our mean final error minus the paper's.")
+    write_table(summary, tables_dir / f"{prefix}summary", "Test error per configuration (%), mean ± sample std over seeds",
+                SUMMARY_NOTE, readable=table1(per_run))
     return per_run, summary
 
 
@@ -218,3 +254,96 @@ def write_ablation_tables(runs_dir: Path | str, tables_dir: Path | str) -> tuple
                 "*_vs_base = the variant's mean minus its base recipe's, with a 95% interval "
                 "(two-sample t, pooled variance, 3 + 3 seeds: 4 degrees of freedom).")
     return per_run, summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatted for a reader: what the notebooks show and the .md files hold
+
+
+DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+NONE = "—"  # a value that does not exist (the paper has no Fashion-MNIST row), not a missing number
+
+
+def mean_std(mean, std, digits: int = 2) -> str:
+    """'0.38 ± 0.03'; just the mean when there is no spread (one seed); '' when there is no mean."""
+    if _missing(mean):
+        return ""
+    return f"{mean:.{digits}f}" if _missing(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def numeric_columns(table: pd.DataFrame) -> tuple[str, ...]:
+    """Columns whose every value is a number or a formatted one ('0.38 ± 0.03', '0.34 (37)', '+0.13')."""
+    number = r"[+−-]?[0-9][0-9,.]*( ± [0-9.]+)?( \([0-9]+\))?"
+    blank = {"", NONE}
+    def numeric(column: pd.Series) -> bool:
+        if column.dtype.kind in "iuf":
+            return True
+        return (not column.map(lambda v: _missing(v) or v in blank).all()
+                and column.map(lambda v: _missing(v) or v in blank or bool(re.fullmatch(number, str(v)))).all())
+
+    return tuple(c for c in table.columns if len(table) and numeric(table[c]))
+
+
+def table1(per_run: pd.DataFrame) -> pd.DataFrame:
+    """The runs summarised beside the paper's Table 1, formatted: one row per dataset, configuration,
+    recipe and validation split (from unrounded means and deviations, so that nothing is rounded twice)."""
+    rows = []
+    for r in summary_table(per_run, digits=None).to_dict("records"):
+        paper = NONE if _missing(r["paper_error"]) else (
+            f"{r['paper_error']}" + ("" if _missing(r["paper_std"]) else f" ± {r['paper_std']}"))
+        rows.append({
+            "dataset": DATASET_NAMES.get(r["dataset"], r["dataset"]), "configuration": r["configuration"],
+            "recipe": r["recipe"], "held out": f"{r['validation_images']:,}" if r["validation_images"] else NONE,
+            "seeds": r["runs"], "epochs": r["epochs"],
+            "final error (%)": mean_std(r["final_error_mean"], r["final_error_std"]),
+            "selected on validation (%)": mean_std(r["selected_error_mean"], r["selected_error_std"]) or NONE,
+            "best epoch (%)": mean_std(r["best_error_mean"], r["best_error_std"]),
+            "paper (%)": paper,
+            "gap to paper": NONE if _missing(r["gap_to_paper"]) else f"{r['gap_to_paper']:+.2f}",
+        })
+    return pd.DataFrame(rows, columns=["dataset", "configuration", "recipe", "held out", "seeds", "epochs",
+                                       "final error (%)", "selected on validation (%)", "best epoch (%)",
+                                       "paper (%)", "gap to paper"])
+
+
+def _short_device(device) -> str:
+    """'1x NVIDIA H100 80GB HBM3' → 'H100 80GB HBM3': the column stays one line wide."""
+    return "" if _missing(device) else str(device).removeprefix("1x ").removeprefix("NVIDIA ")
+
+
+def runs_overview(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Every run, formatted: final and best test error, time, device and commit (the full
+    provenance, with the exact command, is in runs.md)."""
+    table = pd.DataFrame({
+        "dataset": per_run.dataset.map(lambda d: DATASET_NAMES.get(d, d)),
+        "configuration": per_run.configuration, "recipe": per_run.recipe,
+        "held out": per_run.validation_images.map(lambda n: f"{n:,}" if n else NONE),
+        "seed": per_run.seed, "epochs": per_run.epochs,
+        "final error (%)": per_run.final_test_error.map(lambda e: f"{e:.2f}"),
+        "selected (epoch)": [NONE if _missing(e) else f"{e:.2f} ({int(n)})"
+                             for e, n in zip(per_run.selected_test_error, per_run.selected_epoch)],
+        "best (epoch)": [f"{e:.2f} ({n})" for e, n in zip(per_run.best_test_error, per_run.best_epoch)],
+        "s / epoch": per_run.mean_epoch_seconds.map(lambda s: f"{s:.1f}"),
+        "minutes": per_run.wall_seconds.map(lambda s: f"{s / 60:.1f}"),
+        "device": per_run.device.map(_short_device), "commit": per_run.commit.fillna(""),
+    })
+    return table.reset_index(drop=True)
+
+
+def training_time(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Training wall time per dataset and configuration, all seeds together, and in all."""
+    groups = per_run.groupby(["dataset", "configuration"], sort=False)
+    table = pd.DataFrame({"dataset": [DATASET_NAMES.get(d, d) for d, _ in groups.groups],
+                          "configuration": [c for _, c in groups.groups],
+                          "runs": groups.size().values, "minutes": groups.wall_seconds.sum().values / 60})
+    table.loc[len(table)] = ["all", "", len(per_run), per_run.wall_seconds.sum() / 60]
+    table["minutes"] = table.minutes.map(lambda m: f"{m:.1f}")
+    return table
+
+
+def show(table: pd.DataFrame, note: str = ""):
+    """`table` as a notebook output: a Markdown table (plain headers: zero_fraction → zero fraction;
+    numbers right-aligned; no index), then `note`."""
+    from IPython.display import Markdown
+    table = table.rename(columns=lambda c: str(c).replace("_", " "))
+    return Markdown(markdown_table(table, right=numeric_columns(table)) + (f"\n{note}\n" if note else ""))

@@ -515,7 +515,7 @@ def test_reconstruct_writes_a_png_and_notes_meta_path(recon, tmp_path):
     assert code == 0, err
     line = one_line(err)
     assert line.startswith("note:") and "--meta-path" in line
-    assert_png(result, (1280, 500))
+    assert_png(result, (1920, 780))
     assert str(result) in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reconstructions.png"]
     # the figure of that checkpoint on those 50 images (its content: tests/test_figures.py)
@@ -530,7 +530,7 @@ def test_perturb_writes_a_png(recon, tmp_path):
                        "--meta-path=graph.meta", "--test-subset", "100", "--device", "cpu")
     assert code == 0, err
     assert "--meta-path" in one_line(err)
-    assert_png(result, (1800, 1020))
+    assert_png(result, (1990, 1296))
     run = load_trained(recon.ckpt, device="cpu", test_subset=100)
     assert np.array_equal(pixels(result), pixels(io.BytesIO(png_bytes(perturbation_figure_of(run)))))
 

@@ -142,9 +142,9 @@ def test_reconstruction_figure_shows_each_input_beside_its_reconstruction(tmp_pa
             i = indices[k]
             np.testing.assert_array_equal(shown(axes[row, col]), images[i, 0].astype(np.float32))
             np.testing.assert_array_equal(shown(axes[row, col + 1]), reconstructions[i].reshape(28, 28).numpy())
-            assert axes[row, col].get_title(loc="left") == f"{labels[i]}→{predictions[i]}"
-    assert expected_pixels(figure) == (1280, 500)
-    assert saved_size(figure, tmp_path) == (1280, 500)
+            assert axes[row, col].get_title(loc="left") == f"{labels[i]} → {predictions[i]}"
+    assert expected_pixels(figure) == (1920, 780)
+    assert saved_size(figure, tmp_path) == (1920, 780)
 
 
 def test_reconstruction_figure_size_follows_per_row_and_missing_errors(tmp_path):
@@ -152,11 +152,11 @@ def test_reconstruction_figure_size_follows_per_row_and_missing_errors(tmp_path)
     figure = F.reconstruction_figure(rng(1).random((12, 784)), rng(2).random((12, 784)), labels, labels,
                                      MNIST_CLASSES, per_row=3)  # no misclassified image: blank cells
     assert [shown(ax) is not None for ax in figure.axes] == [True] * 12 + [False] * 12
-    assert figure.get_size_inches() == pytest.approx((4.8, 5.0))
-    assert saved_size(figure, tmp_path) == expected_pixels(figure) == (480, 500)
+    assert figure.get_size_inches() == pytest.approx((4.8, 5.2))
+    assert saved_size(figure, tmp_path) == expected_pixels(figure) == (720, 780)
 
 
-@pytest.mark.parametrize("panels, pixels", [(10, (1800, 1020)), (3, (1800, 510))])
+@pytest.mark.parametrize("panels, pixels", [(10, (1990, 1296)), (3, (1990, 688))])
 def test_perturbation_figure_tiles_each_panel(tmp_path, panels, pixels):
     grids = [rng(i).random((16, 11, 28, 28)) for i in range(panels)]
     figure = F.perturbation_figure(grids, [f"class {i}" for i in range(panels)])
@@ -174,21 +174,21 @@ def test_curve_figures_plot_each_runs_history(study, tmp_path):
     root, _ = study
     runs = find_runs(root, "mnist_*")
     assert len(runs) == 4
-    accuracy = F.accuracy_figure(runs, title="t").axes[0].lines
-    assert len(accuracy) == len(runs)
-    for line, run in zip(accuracy, runs):
-        np.testing.assert_array_equal(line.get_xdata(), run.history.epoch)
-        np.testing.assert_allclose(line.get_ydata(), 100 * run.history.test_accuracy)
+    lines = F.accuracy_figure(runs, title="t").axes[0].lines
+    def drawn(line, history, column):  # the line passes through the run's every point
+        points = dict(zip(line.get_xdata(), line.get_ydata()))
+        return all(e in points and np.isclose(points[e], v) for e, v in zip(history.epoch, history[column]))
+
+    for run in runs:  # every seed's test error is drawn (a thin line, or the line of a lone seed)
+        assert any(drawn(line, run.history, "test_error") for line in lines), run.folder
     loss = F.loss_figure(runs, title="t").axes[0].lines
-    assert len(loss) == 2 * len(runs)
-    for (train_line, test_line), run in zip(zip(loss[::2], loss[1::2]), runs):
-        assert (train_line.get_linestyle(), test_line.get_linestyle()) == ("-", "--")
-        np.testing.assert_allclose(train_line.get_ydata(), run.history.train_loss)
-        np.testing.assert_allclose(test_line.get_ydata(), run.history.test_loss)
+    r3 = [r for r in runs if r.label == "routing 3, reconstruction"]
+    mean_train = pd.concat([r.history.set_index("epoch").train_loss for r in r3], axis=1).mean(axis=1)
+    assert any(line.get_linestyle() == "-" and np.allclose(line.get_ydata(), mean_train.to_numpy()) for line in loss)
     for maker in (F.accuracy_figure, F.loss_figure):
         figure = maker(runs, title="t")
-        assert expected_pixels(figure) == (900, 550)
-        assert saved_size(figure, tmp_path, f"{maker.__name__}.png") == (900, 550)
+        assert expected_pixels(figure) == (1350, 825)
+        assert saved_size(figure, tmp_path, f"{maker.__name__}.png") == (1350, 825)
         (tmp_path / f"{maker.__name__}.png").unlink()
 
 
@@ -196,7 +196,33 @@ def test_accuracy_figure_one_legend_entry_per_configuration(study):
     root, _ = study
     runs = find_runs(root, "mnist_*")
     labels = [t.get_text() for t in F.accuracy_figure(runs).axes[0].get_legend().get_texts()]
-    assert sorted(labels) == ["routing 1, no reconstruction", "routing 3, reconstruction"]
+    assert sorted(labels) == ["routing 1, no reconstruction (1 seed)", "routing 3, reconstruction (3 seeds)"]
+
+
+def test_accuracy_figure_draws_the_mean_band_and_every_seed(study):
+    root, _ = study
+    runs = find_runs(root, "mnist_routing3_recon_*")  # seeds 1, 2 (2 epochs) and 3 (1 epoch, running)
+    ax = F.accuracy_figure(runs).axes[0]
+    (mean,) = [line for line in ax.get_lines() if line.get_label().startswith("routing 3")]
+    np.testing.assert_allclose(mean.get_xdata(), [1, 2])
+    np.testing.assert_allclose(mean.get_ydata(), [(0.50 + 0.28 + 0.10) / 3, (0.30 + 0.34) / 2])
+    assert mean.get_color() == F.CONFIGURATION_COLORS["routing 3, reconstruction"]
+    seeds = [line for line in ax.get_lines() if line.get_label().startswith("_") and line.get_lw() < 1]
+    assert len(seeds) == 3
+    (band,) = ax.collections
+    low, high = band.get_paths()[0].vertices[:, 1].min(), band.get_paths()[0].vertices[:, 1].max()
+    assert (low, high) == pytest.approx((0.10, 0.50))
+    assert ax.get_yscale() == "log"
+    ticks = ax.yaxis.get_major_locator()()
+    assert min(ticks) <= 0.10 * 1.3 and max(ticks) >= 0.50 / 1.3  # the ticks span the data
+
+
+def test_each_configuration_keeps_its_colour_and_colours_differ():
+    colours = list(F.CONFIGURATION_COLORS.values())
+    assert len(set(colours)) == len(colours)
+    picked = F._colors(["routing 3, reconstruction", "something new", "baseline CNN", "another"])
+    assert picked["routing 3, reconstruction"] == F.CONFIGURATION_COLORS["routing 3, reconstruction"]
+    assert len(set(picked.values())) == 4
 
 
 def test_confusion_figure_colours_the_errors_and_prints_every_count(tmp_path):
@@ -206,11 +232,12 @@ def test_confusion_figure_colours_the_errors_and_prints_every_count(tmp_path):
     colours = shown(figure.axes[0])
     off_diagonal = ~np.eye(10, dtype=bool)
     np.testing.assert_array_equal(colours[off_diagonal], matrix[off_diagonal])
-    assert np.isnan(np.diag(colours)).all()
-    printed = {(round(t.get_position()[1]), round(t.get_position()[0])): int(t.get_text())
-               for t in figure.axes[0].texts}  # text at (x, y) = (column, row)
-    assert printed == {(r, c): int(n) for (r, c), n in np.ndenumerate(matrix) if n}  # rows: true class
-    assert saved_size(figure, tmp_path) == expected_pixels(figure) == (700, 600)
+    assert saved_size(figure, tmp_path) == expected_pixels(figure) == (1200, 1050)
+    # full class names, every count written
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(DATASETS["fashion-mnist"].classes)
+    written = sorted(int(t.get_text().replace(",", "")) for t in ax.texts)
+    assert written == sorted(int(n) for (r, c), n in np.ndenumerate(matrix) if n or r == c)
 
 
 def test_sample_figure_shows_the_first_images_of_each_class_in_its_row(tmp_path):
@@ -221,14 +248,14 @@ def test_sample_figure_shows_the_first_images_of_each_class_in_its_row(tmp_path)
     for c in range(10):
         for k, i in enumerate(np.flatnonzero(labels == c)[:10]):
             np.testing.assert_allclose(canvas[29 * c:29 * c + 28, 29 * k:29 * k + 28], images[i] / 255, atol=1e-6)
-    assert saved_size(figure, tmp_path) == expected_pixels(figure) == (740, 640)
+    assert saved_size(figure, tmp_path) == expected_pixels(figure) == (1140, 1005)
 
 
 def test_save_figure_replaces_an_existing_file(tmp_path):
     path = tmp_path / "figure.png"
     path.write_bytes(b"old")
     F.save_figure(F.confusion_figure(np.eye(10, dtype=int), MNIST_CLASSES), path)
-    assert png_size(path) == (700, 600)
+    assert png_size(path) == (1200, 1050)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,7 +402,7 @@ def test_reconstruction_figure_of_a_run_decodes_the_predicted_class(early_capsne
             row, col = 2 * group + k // 8, 2 * (k % 8)
             np.testing.assert_array_equal(shown(axes[row, col]), trained_run.test_images[i, 0].numpy())
             np.testing.assert_allclose(shown(axes[row, col + 1]), expected[i], atol=1e-5)
-            assert axes[row, col].get_title(loc="left") == f"{labels[i]}→{predicted[i]}"
+            assert axes[row, col].get_title(loc="left") == f"{labels[i]} → {predicted[i]}"
 
 
 def test_perturbation_figure_of_a_run_perturbs_each_chosen_images_own_class(early_capsnet, trained_run,
@@ -513,11 +540,13 @@ def test_write_result_tables(study, tmp_path):
     runs_md = (tmp_path / "runs.md").read_text()
     assert runs_md.startswith("# ") and "| dataset | configuration |" in runs_md
     assert "python -m capslib train \\| tee log" in runs_md  # the command's pipe, escaped
-    summary_md = (tmp_path / "summary.md").read_text()
-    assert summary_md.count("\n| mnist |") == 2
-    for text in (runs_md, summary_md):  # missing values are empty cells, not 'nan' or 'None'
-        assert "| nan |" not in text and "| None |" not in text
-    assert "|  |" in summary_md
+    summary_md = (tmp_path / "summary.md").read_text()  # formatted for a reader
+    assert summary_md.count("\n| MNIST |") == 2
+    assert ("| MNIST | routing 3, reconstruction | paper | — | 2 | 2 | 0.32 ± 0.03 | — | 0.29 ± 0.01 | 0.25 ± 0.005 "
+            "| +0.07 |") in summary_md
+    assert "| Fashion-MNIST | routing 3, reconstruction | paper | — | 1 | 2 | 8.00 | — | 8.00 | — | — |" in summary_md
+    for text in (runs_md, summary_md):  # no 'nan' or 'None' cells
+        assert "| nan |" not in text and "| None |" not in text and "nan ±" not in text
 
 
 def test_write_result_tables_is_rebuilt_not_appended(study, tmp_path):
@@ -572,3 +601,121 @@ def test_add_speedups_baseline():
         bench_row("graph", None, False, 400, model="baseline"),
     ])
     assert add_speedups(table).speedup_vs_fp32.tolist() == [1.0, 7.0, 1.0, 4.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# tables formatted for a reader
+
+
+def test_mean_std_formatting():
+    assert T.mean_std(0.37333, 0.0306) == "0.37 ± 0.03"
+    assert T.mean_std(0.3, float("nan")) == "0.30"  # one seed: no spread
+    assert T.mean_std(None, None) == ""
+
+
+def test_table1_is_formatted_from_unrounded_values(per_run):
+    table = T.table1(per_run)
+    assert list(table.columns) == ["dataset", "configuration", "recipe", "held out", "seeds", "epochs",
+                                   "final error (%)", "selected on validation (%)", "best epoch (%)", "paper (%)",
+                                   "gap to paper"]
+    rows = {(r["dataset"], r["configuration"]): r for r in table.to_dict("records")}
+    r3 = rows[("MNIST", "routing 3, reconstruction")]
+    assert (r3["final error (%)"], r3["best epoch (%)"]) == ("0.32 ± 0.03", "0.29 ± 0.01")
+    assert (r3["paper (%)"], r3["gap to paper"]) == ("0.25 ± 0.005", "+0.07")
+    assert rows[("MNIST", "routing 1, no reconstruction")]["final error (%)"] == "0.40"
+    assert rows[("Fashion-MNIST", "routing 3, reconstruction")]["paper (%)"] == T.NONE
+    # a std of 0.0153 is 0.02: rounding to 3 digits first (0.015) and then to 2 would print 0.01
+    runs = pd.DataFrame({"dataset": ["mnist"] * 3, "configuration": ["baseline CNN"] * 3, "recipe": ["paper"] * 3,
+                         "validation_images": [0] * 3, "epochs": [40] * 3, "final_test_error": [0.36, 0.34, 0.37],
+                         "selected_test_error": [None] * 3, "best_test_error": [0.36, 0.34, 0.37]})
+    assert T.table1(runs)["final error (%)"].item() == "0.36 ± 0.02"
+
+
+def test_runs_overview_is_one_line_per_run_and_short(per_run):
+    table = T.runs_overview(per_run)
+    assert len(table) == len(per_run) and list(table.index) == list(range(len(per_run)))
+    first = table.iloc[0].to_dict()
+    assert first["final error (%)"] == "0.40" and first["best (epoch)"] == "0.40 (2)"
+    assert first["device"] == "1x GPU".removeprefix("1x ")
+    markdown = T.markdown_table(table, right=T.numeric_columns(table))
+    assert "nan" not in markdown and "None" not in markdown
+    assert "---:|" in markdown.splitlines()[1]
+
+
+def test_short_device_names_fit_one_column():
+    assert T._short_device("1x NVIDIA H100 80GB HBM3") == "H100 80GB HBM3"
+    assert T._short_device("CPU (x86_64, 2 threads)") == "CPU (x86_64, 2 threads)"
+
+
+def test_numeric_columns_right_aligned():
+    table = pd.DataFrame({"name": ["a", "b"], "error": ["0.38 ± 0.03", "7.10"], "best": ["0.34 (37)", "1.00 (2)"],
+                          "paper": ["0.25 ± 0.005", T.NONE], "gap": ["+0.13", T.NONE], "blank": [T.NONE, T.NONE]})
+    assert T.numeric_columns(table) == ("error", "best", "paper", "gap")
+    assert T.markdown_table(table, right=("error",)).splitlines()[1] == "|---|---:|---|---|---|---|"
+
+
+def test_training_time_sums_each_configuration_and_all(per_run):
+    table = T.training_time(per_run)
+    assert table.iloc[-1].tolist() == ["all", "", 4, f"{per_run.wall_seconds.sum() / 60:.1f}"]
+    r3 = table[table.configuration == "routing 3, reconstruction"]
+    assert r3.runs.tolist() == [2, 1]  # MNIST (2 seeds) and Fashion-MNIST (1)
+
+
+# ---------------------------------------------------------------------------------------------
+# routing figures
+
+
+def test_coupling_entropy_is_in_bits():
+    uniform = torch.full((2, 5, 10), 0.1)
+    assert torch.allclose(F.coupling_entropy(uniform), torch.full((2, 5), math.log2(10)))
+    certain = torch.zeros(1, 1, 10)
+    certain[..., 3] = 1
+    assert F.coupling_entropy(certain).item() == pytest.approx(0.0)
+
+
+def test_routing_figure_shows_each_iterations_mean_coupling(tmp_path):
+    iterations, count = 3, 2
+    couplings = torch.full((iterations, count, 6, 10), 0.1)
+    couplings[1, 0] = torch.softmax(torch.arange(10.0), dim=0)  # iteration 2 of image 0: leaning to class 9
+    images = torch.rand(count, 1, 28, 28)
+    figure = F.routing_figure(images, couplings, np.array([9, 1]), np.array([9, 2]), MNIST_CLASSES)
+    axes = np.array(figure.axes).reshape(count, 1 + iterations)
+    # bars: the mean coupling minus the uniform 1/10, in percentage points
+    heights = [bar.get_height() for bar in axes[0, 2].patches]
+    np.testing.assert_allclose(heights, 100 * (torch.softmax(torch.arange(10.0), dim=0).numpy() - 0.1), atol=1e-4)
+    np.testing.assert_allclose([bar.get_height() for bar in axes[1, 1].patches], 0, atol=1e-5)
+    # the predicted class's bar is the coloured one
+    assert [bar.get_facecolor() != axes[1, 1].patches[0].get_facecolor() for bar in axes[1, 1].patches].count(True) == 1
+    assert axes[1, 1].patches[2].get_facecolor() != axes[1, 1].patches[0].get_facecolor()
+    assert axes[0, 1].get_title() == "routing iteration 1\nentropy 3.32 bits"
+    assert axes[1, 1].get_title() == "entropy 3.32 bits"
+    # tiny changes (trained CapsNets move the couplings little) get the decimals to tell them apart
+    couplings = torch.full((iterations, count, 6, 10), 0.1, dtype=torch.float64)
+    couplings[1:, :, :, 0] += 0.001
+    couplings[1:] /= couplings[1:].sum(dim=-1, keepdim=True)
+    figure = F.routing_figure(images, couplings, np.array([0, 0]), np.array([0, 0]), MNIST_CLASSES)
+    assert figure.axes[3].get_title() == "routing iteration 3\nentropy 3.3219216 bits"
+    assert saved_size(figure, tmp_path) == expected_pixels(figure)
+
+
+def test_coupling_entropy_figure_one_line_per_model(tmp_path):
+    figure = F.coupling_entropy_figure({"routing 1, no reconstruction": np.array([3.32]),
+                                        "routing 3, reconstruction": np.array([3.32, 2.9, 2.5])})
+    ax = figure.axes[0]
+    lines = {line.get_label(): line.get_ydata().tolist() for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert lines == {"routing 1, no reconstruction": [3.32], "routing 3, reconstruction": [3.32, 2.9, 2.5]}
+    assert saved_size(figure, tmp_path) == expected_pixels(figure)
+
+
+def test_charts_are_saved_as_small_palette_pngs(study, tmp_path):
+    root, _ = study
+    path = F.save_figure(F.accuracy_figure(find_runs(root, "mnist_*")), tmp_path / "curves.png")
+    with Image.open(path) as image:
+        assert image.mode == "P"
+
+
+def test_show_gives_plain_headers_and_right_aligned_numbers():
+    markdown = T.show(pd.DataFrame({"split": ["train"], "zero_fraction": [0.5], "images": [60000]}), "a note").data
+    lines = markdown.splitlines()
+    assert lines[:3] == ["| split | zero fraction | images |", "|---|---:|---:|", "| train | 0.5 | 60000 |"]
+    assert lines[-1] == "a note"

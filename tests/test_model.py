@@ -67,18 +67,23 @@ def test_squash_of_zero_is_zero_with_a_finite_gradient():
     assert torch.equal(v, torch.zeros(4)) and torch.isfinite(s.grad).all()
 
 
-def reference_routing(u_hat, iterations):
-    """Procedure 1 of the paper with plain Python loops over capsules, in float64."""
+def reference_routing(u_hat, iterations, couplings=None):
+    """Procedure 1 of the paper with plain Python loops over capsules, in float64. Appends each
+    iteration's coupling coefficients of each image to `couplings` ([image][iteration][i][j])."""
     batch, n_in, n_out, dim = u_hat.shape
     u = u_hat.double().tolist()
     result = []
     for b in range(batch):
         logits = [[0.0] * n_out for _ in range(n_in)]
+        if couplings is not None:
+            couplings.append([])
         for it in range(iterations):
             coupling = []
             for i in range(n_in):
                 exps = [math.exp(x) for x in logits[i]]
                 coupling.append([e / sum(exps) for e in exps])
+            if couplings is not None:
+                couplings[-1].append(coupling)
             v = []
             for j in range(n_out):
                 s = [sum(coupling[i][j] * u[b][i][j][d] for i in range(n_in)) for d in range(dim)]
@@ -97,6 +102,43 @@ def test_routing_matches_a_plain_loop_reference(iterations):
     u_hat = torch.randn(2, 12, 4, 5) * 0.3
     fast = dynamic_routing(u_hat, iterations).double()
     assert torch.allclose(fast, reference_routing(u_hat, iterations), atol=1e-5)
+
+
+@pytest.mark.parametrize("iterations", [1, 3])
+def test_routing_returns_the_couplings_of_every_iteration(iterations):
+    torch.manual_seed(10 + iterations)
+    u_hat = torch.randn(2, 12, 4, 5) * 0.5
+    v, couplings = dynamic_routing(u_hat, iterations, return_couplings=True)
+    assert torch.equal(v, dynamic_routing(u_hat, iterations))  # the same capsules as without
+    assert couplings.shape == (iterations, 2, 12, 4)
+    expected = []
+    reference_routing(u_hat, iterations, expected)
+    expected = torch.tensor(expected, dtype=torch.float64).transpose(0, 1)  # iteration × image × i × j
+    assert torch.allclose(couplings.double(), expected, atol=1e-6)
+    assert torch.allclose(couplings[0], torch.full_like(couplings[0], 1 / 4))  # routing starts uniform
+    assert torch.allclose(couplings.sum(dim=-1), torch.ones(iterations, 2, 12))
+
+
+def test_routing_couplings_move_towards_agreement():
+    # every input predicts the same vector for parent 0 and noise for the others: routing must
+    # shift each input's coupling towards parent 0, iteration after iteration
+    torch.manual_seed(3)
+    u_hat = 0.05 * torch.randn(1, 20, 4, 6)
+    u_hat[:, :, 0] = torch.tensor([1.0, 0.5, 0, 0, 0, 0])
+    _, couplings = dynamic_routing(u_hat, 3, return_couplings=True)
+    to_parent_0 = couplings[:, 0, :, 0].mean(dim=1)
+    assert to_parent_0[0] == pytest.approx(0.25) and to_parent_0[1] > 0.3 and to_parent_0[2] > to_parent_0[1]
+
+
+def test_capsnet_couplings_are_those_its_digit_capsules_use(capsnet):
+    images = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        couplings = capsnet.couplings(images)
+        u_hat = capsnet.prediction_vectors(images)
+        capsules = capsnet.digit_capsules(images)
+    assert couplings.shape == (3, 2, NUM_PRIMARY, 10)
+    # the last iteration's capsules are the squashed sums of the predictions weighted by its couplings
+    assert torch.allclose(squash((couplings[-1].unsqueeze(-1) * u_hat).sum(dim=1)), capsules, atol=1e-6)
 
 
 def test_routing_coupling_is_a_softmax_over_parents():

@@ -1,9 +1,12 @@
-"""The study's notebooks, executed the way the Makefile runs them.
+"""The study's notebooks, executed the way the Makefile runs them and the way a newcomer does.
 
 `make PROFILE=tiny STUDY_DIR=<tmp> reproduce` runs once per module (about two minutes on two CPU
 cores: every notebook, four 1-epoch training runs on 256 images, the HTML reports); the tests
-check what it wrote. Also: the committed notebooks are clean and parameterised with plain
-literals, and a bad parameter makes papermill and make fail loudly, leaving no finished target.
+check what it wrote. A newcomer's run: a fresh clone, each notebook executed from its notebooks/
+folder with the committed defaults (02-05 at profile tiny, their one parameter, to fit CI), must
+succeed and leave `git status` clean. Also: the committed notebooks are clean, parameterised with
+plain literals and carry only the metadata JupyterLab's save hook keeps, and a bad parameter makes
+papermill and make fail loudly, leaving no finished target.
 
 Run only these with `python -m pytest -m notebooks`, or skip them with `-m "not notebooks"`.
 """
@@ -15,6 +18,7 @@ import html
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +29,9 @@ import pytest
 
 from capslib import tables as T
 from PIL import Image
+
+from capslib.lab import NOTEBOOK_METADATA, keep_committed_metadata
+from capslib.profiles import PROFILES
 
 pytestmark = pytest.mark.notebooks
 
@@ -37,11 +44,12 @@ REPORTED = ["01_data_mnist", "01_data_fashion-mnist", "03_reconstruct_mnist", "0
 EXECUTED = REPORTED + [f"train/{run}" for run in TRAIN_RUNS]
 FIGURES = {  # name -> exact size in pixels, where the layout fixes it
     "mnist_samples.png": None, "fashion-mnist_samples.png": None,
-    "mnist_reconstructions.png": (1280, 500), "mnist_perturbations.png": (1800, 1020), "mnist_confusion.png": None,
-    "mnist_accuracy.png": (900, 550), "mnist_accuracy_routing1.png": (900, 550),
-    "mnist_accuracy_routing3.png": (900, 550), "mnist_loss.png": (900, 550),
-    "fashion-mnist_accuracy.png": (900, 550), "fashion-mnist_loss.png": (900, 550),
-    "fashion-mnist_reconstructions.png": (1280, 500), "fashion-mnist_perturbations.png": (1800, 1020),
+    "mnist_reconstructions.png": (1920, 780), "mnist_perturbations.png": (1990, 1296), "mnist_confusion.png": None,
+    "mnist_routing.png": None, "mnist_coupling_entropy.png": None,
+    "mnist_accuracy.png": (1350, 825), "mnist_accuracy_routing1.png": (1350, 825),
+    "mnist_accuracy_routing3.png": (1350, 825), "mnist_loss.png": (1350, 825),
+    "fashion-mnist_accuracy.png": (1350, 825), "fashion-mnist_loss.png": (1350, 825),
+    "fashion-mnist_reconstructions.png": (1920, 780), "fashion-mnist_perturbations.png": (1990, 1296),
     "fashion-mnist_confusion.png": None, "ablation.png": None, "official_accuracy.png": None,
 }
 RUN_COLUMNS, SUMMARY_COLUMNS = T.RUN_COLUMNS, T.SUMMARY_COLUMNS
@@ -54,11 +62,11 @@ ROUTING_MESSAGE = "routing_iterations must be a positive integer"
 # helpers
 
 
-def run_command(command: list[str], timeout: float) -> tuple[int, str]:
-    """Run `command` in the repository root in its own process group (killed whole on timeout);
-    return its exit status and its stdout and stderr together."""
+def run_command(command: list[str], timeout: float, cwd: Path = REPO) -> tuple[int, str]:
+    """Run `command` in `cwd` (the repository root) in its own process group (killed whole on
+    timeout); return its exit status and its stdout and stderr together."""
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
     try:
         output, _ = process.communicate(timeout=timeout)
@@ -159,9 +167,13 @@ def test_makefile_parameters_exist_in_the_notebooks(results):
 @pytest.mark.parametrize("run", TRAIN_RUNS)
 def test_training_runs_used_the_tiny_profile(study, results, run):
     parameters = read_notebook(results / "notebooks" / "train" / f"{run}.ipynb")["metadata"]["papermill"]["parameters"]
-    assert (parameters["epochs"], parameters["train_subset"], parameters["test_subset"]) == (1, 256, 100)
+    assert parameters["profile"] == "tiny" and "epochs" not in parameters  # the sizes come from capslib
     assert parameters["device"] == "cpu"
     info = json.loads((results / "runs" / run / "run.json").read_text())
+    tiny = PROFILES["tiny"]
+    config = info["config"]
+    assert (config["epochs"], config["batch_size"], config["train_subset"], config["test_subset"]) == (
+        tiny.epochs, tiny.batch_size, tiny.train_subset, tiny.test_subset) == (1, 128, 256, 100)
     assert info["status"] == "complete" and info["summary"]["epochs_done"] == 1
     assert (info["train_images"], info["test_images"]) == (256, 100)
     assert "papermill" in info["sessions"][-1]["command"]  # CAPSLIB_COMMAND: the provenance names the command
@@ -184,7 +196,7 @@ def test_result_tables(results):
     everything = pd.read_csv(results / "tables" / "runs.csv")
     assert list(everything.columns) == RUN_COLUMNS
     # the Makefile's runs, then `make validated` (every configuration with the split) and the official runs
-    assert set(zip(everything.recipe, everything.validation_images)) == {("paper", 0), ("paper", 32), ("official", 32)}
+    assert set(zip(everything.recipe, everything.validation_images)) == {("paper", 0), ("paper", 42), ("official", 42)}
     validated = everything[everything.validation_images > 0]
     assert validated.selected_test_error.notna().all() and (validated.recipe == "paper").sum() == 6
     runs = everything[everything.validation_images == 0]
@@ -220,9 +232,9 @@ def test_html_reports_without_and_with_code(results, name):
     assert no_code.count('class="jp-CodeMirrorEditor') == 0
     assert body(with_code).count("jp-InputPrompt") >= code_cell_count
     assert "jp-InputPrompt" not in body(no_code)
-    # the code's text likewise (every reported notebook starts its work with this line)
-    assert "os.chdir(capslib.REPO)" in visible_text(with_code)
-    assert "os.chdir(capslib.REPO)" not in visible_text(no_code)
+    # the code's text likewise (every reported notebook starts its work with this call)
+    assert "capslib.notebook.start(results_dir)" in visible_text(with_code)
+    assert "capslib.notebook.start(results_dir)" not in visible_text(no_code)
     assert "import capslib" not in visible_text(no_code)
     # the outputs are in both: the same embedded figures, the markdown text
     images = len(EMBEDDED_PNG.findall(with_code))
@@ -243,6 +255,43 @@ def test_committed_notebook_is_clean(path):
         assert cell.get("execution_count") is None, f"{path.name}: a cell has an execution count"
     assert "papermill" not in notebook["metadata"]
     assert not any("injected-parameters" in tags(c) for c in notebook["cells"])
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_committed_notebook_metadata_does_not_drift(path):
+    # only what JupyterLab writes when it saves through make lab's hook: opening one changes nothing
+    notebook = read_notebook(path)
+    assert notebook["metadata"] == NOTEBOOK_METADATA, f"{path.name}: notebook metadata drifted"
+    assert (notebook["nbformat"], notebook["nbformat_minor"]) == (4, 5)  # Lab would add cell ids to 4.4
+    ids = [cell.get("id") for cell in notebook["cells"]]
+    assert all(isinstance(i, str) and re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", i) for i in ids) and len(set(ids)) == len(ids)
+    for cell in notebook["cells"]:
+        assert set(cell["metadata"]) <= {"tags"}, f"{path.name}: cell {cell['id']} has metadata {cell['metadata']}"
+        assert set(cell) <= {"id", "cell_type", "metadata", "source", "outputs", "execution_count"}
+    assert path.read_text().endswith("}\n")  # as nbformat writes it
+
+
+def test_lab_save_hook_restores_the_committed_metadata():
+    # what JupyterLab sends when it saves a notebook it has opened (its kernel filled these in)
+    content = {"cells": [], "nbformat": 4, "nbformat_minor": 5, "metadata": {
+        "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
+        "language_info": {"codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py",
+                          "mimetype": "text/x-python", "name": "python", "nbconvert_exporter": "python",
+                          "pygments_lexer": "ipython3", "version": "3.11.7"},
+        "widgets": {"state": {}}}}
+    keep_committed_metadata(model={"type": "notebook", "content": content}, path="notebooks/x.ipynb")
+    assert content["metadata"] == {**NOTEBOOK_METADATA, "widgets": {"state": {}}}
+    other = {"kernelspec": {"name": "ir", "display_name": "R"}, "language_info": {"name": "R", "version": "4"}}
+    keep_committed_metadata(model={"type": "notebook", "content": {"metadata": dict(other)}}, path="r.ipynb")
+    keep_committed_metadata(model={"type": "file", "content": "text"}, path="a.txt")  # not a notebook: untouched
+
+
+def test_make_lab_allows_root_reaches_results_and_keeps_metadata():
+    code, output = run_command(["make", "-n", "lab", f"PYTHON={sys.executable}"], timeout=30)
+    assert code == 0
+    assert "--allow-root" in output and "--ServerApp.root_dir=." in output
+    assert "/lab/tree/notebooks" in output
+    assert "--ContentsManager.pre_save_hook=capslib.lab.keep_committed_metadata" in output
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
@@ -307,3 +356,115 @@ def test_make_train_with_routing_0_fails_and_leaves_no_target(tmp_path):
     assert not target.exists()  # a failed run never looks done: make would skip it next time
     assert [p.name for p in train_dir.iterdir()] == ["mnist_routing0_recon_seed1.partial.ipynb"]
     assert not (study_dir / "runs").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# a newcomer: a fresh clone, every notebook run from notebooks/ with its defaults
+
+NEWCOMER_ORDER = ["01_data", "02_train", "03_reconstruct", "04_perturb", "05_fashion", "06_summary"]
+
+
+def git(folder: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True, text=True).stdout
+
+
+def tree_snapshot(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def fresh_clone(tmp_path_factory) -> Path:
+    """A clone of this repository, with the working tree's changes to tracked files committed on top
+    (so that a test run before a commit tests what is there), its git status clean."""
+    clone = tmp_path_factory.mktemp("newcomer") / "capslib"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    changed = [name for name in git(REPO, "diff", "--name-only", "HEAD").splitlines() if name]
+    for name in changed:
+        source, target = REPO / name, clone / name
+        if source.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        else:
+            target.unlink(missing_ok=True)
+    if changed:
+        git(clone, "add", "-A")
+        git(clone, "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", "working tree")
+    assert git(clone, "status", "--porcelain") == ""
+    return clone
+
+
+@pytest.fixture(scope="module")
+def newcomer(fresh_clone, tmp_path_factory) -> dict:
+    """Each notebook executed in order from the clone's notebooks/ folder, as a newcomer would: no
+    parameters, except profile tiny for the notebooks that train (the CI budget; their true
+    defaults are timed in the README). The kernel imports capslib from this checkout, not the
+    clone (as from a second clone of an editable install): paths must still resolve in the clone."""
+    out_dir = tmp_path_factory.mktemp("newcomer_out")
+    watched = {folder: tree_snapshot(REPO / folder) for folder in ("scratch", "runs", "results")
+               if (REPO / folder).is_dir()}
+    status = git(REPO, "status", "--porcelain")
+    executed = {}
+    for name in NEWCOMER_ORDER:
+        tiny = ["-p", "profile", "tiny"] if "profile" in parameter_names(read_notebook(REPO / "notebooks" / f"{name}.ipynb")) else []
+        out = out_dir / f"{name}.ipynb"
+        code, output = run_command([sys.executable, "-m", "papermill", "--no-progress-bar", "-k", "python3",
+                                    f"{name}.ipynb", str(out), *tiny], timeout=300, cwd=fresh_clone / "notebooks")
+        executed[name] = (code, output, out)
+    return {"clone": fresh_clone, "executed": executed, "repo_status": (status, git(REPO, "status", "--porcelain")),
+            "repo_trees": (watched, {folder: tree_snapshot(REPO / folder) for folder in watched})}
+
+
+def output_text(notebook: dict) -> str:
+    texts = []
+    for cell in code_cells(notebook):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            texts.append("".join(output.get("text", "")) + "".join(data.get("text/markdown", "")))
+    return "\n".join(texts)
+
+
+@pytest.mark.parametrize("name", NEWCOMER_ORDER)
+def test_newcomer_runs_every_notebook_with_its_defaults(newcomer, name):
+    code, output, out = newcomer["executed"][name]
+    assert code == 0, f"{name} failed:\n{output[-6000:]}"
+    parameters = read_notebook(out)["metadata"]["papermill"]["parameters"]
+    assert set(parameters) <= {"profile"}
+
+
+def test_newcomer_leaves_every_tracked_file_unchanged(newcomer):
+    clone = newcomer["clone"]
+    assert git(clone, "status", "--porcelain") == ""
+    # ... and writes into the clone's ignored scratch folder
+    figures = {p.name for p in (clone / "scratch" / "results" / "figures").iterdir()}
+    assert {"mnist_samples.png", "mnist_reconstructions.png", "mnist_perturbations.png", "mnist_routing.png",
+            "mnist_coupling_entropy.png", "fashion-mnist_reconstructions.png", "mnist_accuracy.png"} <= figures
+    assert sorted(p.name for p in (clone / "scratch" / "runs").iterdir()) == [
+        "fashion-mnist_routing3_recon_seed1", "mnist_routing1_norecon_seed1", "mnist_routing3_recon_seed1"]
+
+
+def test_newcomer_writes_nothing_into_the_checkout_capslib_comes_from(newcomer):
+    before, after = newcomer["repo_status"]
+    assert before == after
+    trees_before, trees_after = newcomer["repo_trees"]
+    assert trees_before == trees_after
+
+
+def test_newcomer_notebooks_say_where_their_model_comes_from(newcomer):
+    text = {name: output_text(read_notebook(out)) for name, (_, _, out) in newcomer["executed"].items()}
+    assert "profile **tiny**" in text["02_train"] and "scratch/runs/mnist_routing3_recon_seed1" in text["02_train"]
+    # 03 uses the run 02 trained; 04 and 05 find none of theirs and train a short one, saying so
+    assert "Run **mnist_routing3_recon_seed1** (the lowest final test error of 1 complete" in text["03_reconstruct"]
+    assert "Training a short one now" not in text["03_reconstruct"]
+    assert "Training a short one now" in text["04_perturb"] and "mnist_routing1_norecon_seed1" in text["04_perturb"]
+    assert "Training a short one now" in text["05_fashion"]
+
+
+def test_newcomer_summary_reproduces_the_committed_table(newcomer):
+    # 06 reads the committed run logs by default and writes its tables to scratch: the same numbers
+    clone = newcomer["clone"]
+    ours = pd.read_csv(clone / "scratch" / "results" / "tables" / "summary.csv")
+    committed = pd.read_csv(clone / "results" / "tables" / "summary.csv")
+    pd.testing.assert_frame_equal(ours, committed)
+    text = output_text(read_notebook(newcomer["executed"]["06_summary"][2]))
+    assert "| MNIST | routing 3, reconstruction |" in text
+    assert not re.search(r"\bnan\b|\bNone\b", text, re.IGNORECASE)

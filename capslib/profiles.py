@@ -1,0 +1,53 @@
+"""Profiles: how big a training run is, by purpose. The sizes are declared here and nowhere else:
+the notebooks take a `profile` parameter and the Makefile passes PROFILE.
+
+    full   the study, the committed results: 40 epochs of all 60,000 images, batch 128 (a GPU)
+    quick  a CPU, in minutes: 2 epochs of 1,000 images at batch 32 (62 steps, enough to learn
+           something), tested on 500 images
+    tiny   the test suite: 1 epoch of 256 images, 100 test images (checks that everything runs;
+           it learns nothing)
+    auto   full with a CUDA GPU, quick without
+
+A size given explicitly (a notebook's epochs, batch_size, train_subset, test_subset; make EPOCHS=…)
+overrides the profile's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import CapslibError
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    epochs: int
+    batch_size: int
+    train_subset: int | None  # None: all training images
+    test_subset: int | None   # None: all test images
+
+    def describe(self) -> str:
+        train = f"{self.train_subset:,}" if self.train_subset else "all"
+        test = f"{self.test_subset:,}" if self.test_subset else "all"
+        epochs = "1 epoch" if self.epochs == 1 else f"{self.epochs} epochs"
+        return f"{epochs} of {train} training images at batch {self.batch_size}, {test} test images"
+
+
+PROFILES = {
+    "full": Profile("full", epochs=40, batch_size=128, train_subset=None, test_subset=None),
+    "quick": Profile("quick", epochs=2, batch_size=32, train_subset=1000, test_subset=500),
+    "tiny": Profile("tiny", epochs=1, batch_size=128, train_subset=256, test_subset=100),
+}
+CHOICES = ("auto", *PROFILES)
+
+
+def resolve_profile(name: str, device: torch.device | str) -> Profile:
+    """The profile called `name`; "auto" is full on a CUDA device and quick otherwise."""
+    if name == "auto":
+        name = "full" if torch.device(device).type == "cuda" else "quick"
+    if name not in PROFILES:
+        raise CapslibError(f"profile must be one of {', '.join(CHOICES)}, got {name!r}")
+    return PROFILES[name]

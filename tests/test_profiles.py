@@ -1,0 +1,122 @@
+"""What the notebooks do first (capslib.notebook, capslib.profiles): find the clone they run in,
+size a run by profile, find a trained model or train a short one. No notebook is executed here
+(tests/test_notebooks.py does that); the one training run is the tiny profile's."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from capslib import notebook
+from capslib.config import TrainConfig
+from capslib.errors import CapslibError, RunFolderError
+from capslib.profiles import PROFILES, resolve_profile
+from capslib.runs import parse_run_name, run_name
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_auto_is_full_on_cuda_and_quick_elsewhere():
+    assert resolve_profile("auto", torch.device("cuda")) is PROFILES["full"]
+    assert resolve_profile("auto", "cpu") is PROFILES["quick"]
+    assert resolve_profile("tiny", torch.device("cuda")) is PROFILES["tiny"]
+    with pytest.raises(CapslibError, match="profile must be one of auto, full, quick, tiny, got 'huge'"):
+        resolve_profile("huge", "cpu")
+
+
+def test_the_full_profile_is_the_studys_recipe():
+    full = PROFILES["full"]
+    assert (full.epochs, full.batch_size, full.train_subset, full.test_subset) == (40, 128, None, None)
+    assert full.describe() == "40 epochs of all training images at batch 128, all test images"
+    assert PROFILES["quick"].describe() == "2 epochs of 1,000 training images at batch 32, 500 test images"
+
+
+@pytest.mark.parametrize("name", ["mnist_routing3_recon_seed1", "fashion-mnist_routing1_norecon_seed12",
+                                  "mnist_baseline_seed4"])
+def test_parse_run_name_inverts_run_name(name):
+    assert run_name(TrainConfig(**parse_run_name(name))) == name
+
+
+@pytest.mark.parametrize("name", ["mnist_routing3_seed1", "mnist_routing3_recon", "cifar_routing3_recon_seed1x"])
+def test_parse_run_name_refuses_other_names(name):
+    with pytest.raises(RunFolderError, match="is not a run name"):
+        parse_run_name(name)
+
+
+def test_find_root_walks_up_from_any_folder_of_the_clone(tmp_path):
+    assert notebook.find_root(REPO / "notebooks") == REPO
+    assert notebook.find_root(REPO / "capslib") == REPO
+    assert notebook.find_root(tmp_path) is None
+
+
+def test_start_works_from_the_clone_root(monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO / "notebooks")
+    assert notebook.start("scratch/results") == Path("scratch/results")
+    assert Path.cwd() == REPO
+    monkeypatch.chdir(tmp_path)  # outside any clone: stays where it is
+    notebook.start("out")
+    assert Path.cwd() == tmp_path
+
+
+def test_run_config_takes_the_profile_sizes_unless_given(capsys):
+    config = notebook.run_config("tiny", "r", "s", dataset="fashion-mnist", routing_iterations=1, device="cpu")
+    tiny = PROFILES["tiny"]
+    assert (config.epochs, config.batch_size, config.train_subset, config.test_subset) == (
+        tiny.epochs, tiny.batch_size, tiny.train_subset, tiny.test_subset)
+    assert config.ckpt_dir == os.path.join("r", "fashion-mnist_routing1_recon_seed1")
+    assert config.logs_dir == os.path.join("s", "runs", "fashion-mnist_routing1_recon_seed1")
+    said = capsys.readouterr().out
+    assert "profile **tiny**" in said and "1 epoch of 256 training images" in said
+    config = notebook.run_config("quick", device="cpu", epochs=5, train_subset=300)
+    assert (config.epochs, config.batch_size, config.train_subset, config.test_subset) == (5, 32, 300, 500)
+    assert "with epochs = 5, train_subset = 300" in capsys.readouterr().out
+
+
+def test_run_config_warns_that_the_full_profile_is_for_a_gpu(capsys):
+    notebook.run_config("full", device="cpu")
+    assert "meant for a GPU" in capsys.readouterr().out
+    notebook.run_config("auto", device="cpu")
+    said = capsys.readouterr().out
+    assert "profile **quick** (auto: no CUDA GPU)" in said and "meant for a GPU" not in said
+
+
+def test_run_config_validates_before_anything_is_written(tmp_path):
+    with pytest.raises(CapslibError, match="routing_iterations must be a positive integer"):
+        notebook.run_config("tiny", tmp_path / "runs", tmp_path / "results", routing_iterations=0, device="cpu")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def trained_here(tmp_path_factory):
+    """trained_run in an empty folder: trains the tiny run of the configuration, then finds it."""
+    root = tmp_path_factory.mktemp("trained_run")
+    runs_dir, results_dir = root / "runs", root / "results"
+    first = notebook.trained_run("mnist_routing1_norecon", runs_dir, results_dir, "tiny", "cpu")
+    second = notebook.trained_run("mnist_routing1_norecon", runs_dir, results_dir, "tiny", "cpu")
+    return root, first, second
+
+
+def test_trained_run_trains_a_short_run_when_none_is_logged(trained_here):
+    root, first, _ = trained_here
+    assert first.name == "mnist_routing1_norecon_seed1" and first.epoch == PROFILES["tiny"].epochs
+    info = json.loads((root / "results" / "runs" / first.name / "run.json").read_text())
+    assert info["status"] == "complete" and info["config"]["train_subset"] == PROFILES["tiny"].train_subset
+    assert (root / "runs" / first.name / "last.pt").is_file()
+
+
+def test_trained_run_then_finds_the_run_instead_of_training_again(trained_here):
+    root, first, second = trained_here
+    assert second.name == first.name
+    assert torch.equal(second.model.W, first.model.W)
+
+
+def test_a_logged_run_without_its_checkpoint_is_named(trained_here, tmp_path):
+    root, first, _ = trained_here
+    # the logs are there (as in a fresh clone's results/runs) but the checkpoints are not
+    with pytest.raises(RunFolderError, match=r"its checkpoint .*last.pt is missing"):
+        notebook.trained_run("mnist_routing1_norecon", tmp_path / "no_runs", root / "results", "tiny", "cpu")
+    assert not (tmp_path / "no_runs").exists()
