@@ -34,7 +34,7 @@ DATASET_ORDER = ["mnist", "fashion-mnist"]
 
 RUN_COLUMNS = ["dataset", "configuration", "recipe", "validation_images", "seed", "epochs", "final_test_error",
                "selected_test_error", "selected_epoch", "best_test_error", "best_epoch",
-               "mean_epoch_seconds", "wall_seconds", "device", "software", "commit", "date", "command", "run"]
+               "mean_epoch_seconds", "wall_seconds", "device", "gpu", "software", "commit", "date", "command", "run"]
 SUMMARY_COLUMNS = ["dataset", "configuration", "recipe", "validation_images", "runs", "epochs",
                    "final_error_mean", "final_error_std", "selected_error_mean", "selected_error_std",
                    "best_error_mean", "best_error_std", "paper_error", "paper_std", "other_reference_error",
@@ -57,7 +57,7 @@ def run_table(runs: list[Run]) -> pd.DataFrame:
             "best_test_error": _round(chosen["best_test_error"]), "best_epoch": chosen["best_epoch"],
             "mean_epoch_seconds": round(float(h.epoch_seconds.mean()), 2),
             "wall_seconds": round(float(h.wall_seconds.iloc[-1]), 1),
-            "device": session.get("device"), "software": session.get("software"),
+            "device": session.get("device"), "gpu": session.get("gpu"), "software": session.get("software"),
             "commit": session.get("commit"), "date": session.get("date"), "command": session.get("command"),
             "run": str(run.folder),
         })
