@@ -54,7 +54,7 @@ else
 endif
 # Make splits names at spaces: a study folder with one would become several targets, each failing.
 ifneq ($(words $(STUDY_DIR)),1)
-  $(error STUDY_DIR must be one folder name without spaces, not '$(STUDY_DIR)')
+  $(error STUDY_DIR must be one folder name, without spaces: got '$(STUDY_DIR)')
 endif
 MNIST_CONFIGS ?= routing1_norecon routing1_recon routing3_norecon routing3_recon baseline
 ABLATION_FLAGS ?=
