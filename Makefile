@@ -52,6 +52,10 @@ else ifeq ($(PROFILE),tiny)
 else
   $(error PROFILE must be full, quick or tiny, not '$(PROFILE)')
 endif
+# Make splits names at spaces: a study folder with one would become several targets, each failing.
+ifneq ($(words $(STUDY_DIR)),1)
+  $(error STUDY_DIR must be one folder name, without spaces: got '$(STUDY_DIR)')
+endif
 MNIST_CONFIGS ?= routing1_norecon routing1_recon routing3_norecon routing3_recon baseline
 ABLATION_FLAGS ?=
 RUNS := $(STUDY_DIR)/runs
@@ -102,7 +106,7 @@ sweep = $(PYTHON) -m capslib sweep $1 --seeds $(subst $(space),$(comma),$(SEEDS)
 space := $(subst ,, )
 comma := ,
 
-.PHONY: setup test mutation unit-test notebook-test reproduce quick data mnist train figures fashion validated ablation tables report bench lab clean
+.PHONY: setup test mutation unit-test notebook-test reproduce quick data mnist train figures fashion validated ablation tables report bench lab clean print-runs
 .DELETE_ON_ERROR:
 
 setup:
@@ -140,7 +144,14 @@ SEED ?= 1
 # RECON takes the words the command line takes (True/False, yes/no, 1/0, any case); anything else stops.
 recon_word = $(strip $(if $(filter true t yes y 1,$(call lower,$(RECON))),recon,$(if $(filter false f no n 0,$(call lower,$(RECON))),norecon,$(error RECON must be True or False, not '$(RECON)'))))
 lower = $(shell echo '$1' | tr A-Z a-z)
-train: $(call run_notebooks,$(DATASET)_$(if $(filter baseline,$(MODEL)),baseline,routing$(ROUTING)_$(recon_word))_seed$(SEED))
+train_run = $(DATASET)_$(if $(filter baseline,$(MODEL)),baseline,routing$(ROUTING)_$(recon_word))_seed$(SEED)
+train: $(call run_notebooks,$(train_run))
+
+# The run names above, for tests/test_recipes.py to compare with capslib.runs.run_name.
+print-runs:
+	@echo "mnist: $(mnist_runs)"
+	@echo "fashion: $(fashion_runs)"
+	@echo "train: $(train_run)"
 
 figures: $(NB)/03_reconstruct_mnist.ipynb $(NB)/04_perturb_mnist.ipynb
 

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from .data import load_dataset, to_tensors
+from .errors import CapslibError
 from .evaluate import evaluate
 from .model import build_model
 from .provenance import provenance
@@ -93,7 +94,7 @@ def _time_evaluation(model, images, labels, path_name: str, repeats: int = 3) ->
 
 def run_benchmark(cases: list[BenchCase], steps: int = 100, warmup: int = 10, log=print) -> pd.DataFrame:
     if not torch.cuda.is_available():
-        raise RuntimeError("capslib bench needs a CUDA GPU")
+        raise CapslibError("needs a CUDA GPU (it times the CUDA speed paths); this machine has none visible")
     device = torch.device("cuda")
     data = load_dataset("mnist", train_subset=20480, test_subset=10000)
     images, labels = to_tensors(data.train_images, data.train_labels, device)

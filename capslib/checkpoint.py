@@ -7,13 +7,14 @@ per-epoch history and the global RNG states: everything needed to continue the s
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .config import TrainConfig
-from .errors import RunFolderError
+from .errors import CapslibError, RunFolderError
 from .files import atomic_path
 from .model import model_for
 
@@ -22,8 +23,10 @@ LAST, BEST = "last.pt", "best.pt"
 
 
 def atomic_save(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # through a Python file, so that a failed write (a full disk) raises OSError, not the RuntimeError
+    # of torch's own file writer
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        torch.save(obj, file)
 
 
 def rng_states() -> dict:
@@ -50,21 +53,40 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     atomic_save(state, path)
 
 
+def checkpoint_file(path: Path | str) -> Path:
+    """A checkpoint's path: the file given, or a run folder's last.pt."""
+    path = Path(path)
+    return path / LAST if path.is_dir() else path
+
+
 def load_checkpoint(path: Path) -> dict:
     """Read a checkpoint file, or a run folder's last.pt; errors name the file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / LAST
+    path = checkpoint_file(path)
     if not path.is_file():
         raise RunFolderError(f"{path}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # its advice (weights_only=False) is wrong for a file that is not ours
+        raise RunFolderError(f"{path}: not a capslib checkpoint (not a file of tensors that torch.load reads)") from None
     except Exception as err:  # torch.load fails on foreign files in many ways (KeyError, IndexError, …)
         reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-        raise RunFolderError(f"{path}: not a readable capslib checkpoint ({reason})") from None
+        raise RunFolderError(f"{path}: not a capslib checkpoint ({reason})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise RunFolderError(f"{path}: not a capslib checkpoint (format {FORMAT})")
+    _check_contents(path, checkpoint)
     return checkpoint
+
+
+def _check_contents(path: Path, checkpoint: dict) -> None:
+    """What every caller reads from a checkpoint: present, of the right kind, and a valid config."""
+    expected = {"epoch": int, "config": dict, "history": list, "model": dict}
+    for key, kind in expected.items():
+        if not isinstance(checkpoint.get(key), kind):
+            raise RunFolderError(f"{path}: a damaged capslib checkpoint (no valid {key!r})")
+    try:
+        TrainConfig.from_dict(checkpoint["config"]).validate()
+    except (CapslibError, TypeError) as err:
+        raise RunFolderError(f"{path}: a damaged capslib checkpoint (its config: {err})") from None
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
@@ -78,8 +100,13 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, TrainConfig, dict]:
     """The trained model of a checkpoint (in eval mode), its config and the checkpoint itself."""
+    path = checkpoint_file(path)
     checkpoint = load_checkpoint(path)
     config = TrainConfig.from_dict(checkpoint["config"])
     model = model_for(config)
-    model.load_state_dict(checkpoint["model"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as err:  # missing, unexpected or mis-shaped tensors: torch lists them after a heading
+        reason = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))[:120]
+        raise RunFolderError(f"{path}: its weights do not fit its model ({reason})") from None
     return model.to(device).eval(), config, checkpoint

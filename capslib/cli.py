@@ -36,54 +36,24 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number(kind: type, what: str, accept):
+    """An argparse type: `kind` of `text`, kept only if `accept(value)`; a mistake reads 'expected `what`'."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a finite non-negative number, got {text!r}")
-    return value
-
-
-def seed_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected a seed in 0..{MAX_SEED}, got {text!r}")
-    return value
+positive_int = _number(int, "a positive integer", lambda v: v >= 1)
+non_negative_int = _number(int, "a non-negative integer", lambda v: v >= 0)
+positive_float = _number(float, "a finite positive number", lambda v: v > 0 and math.isfinite(v))
+non_negative_float = _number(float, "a finite non-negative number", lambda v: v >= 0 and math.isfinite(v))
+seed_int = _number(int, f"an integer seed in 0..{MAX_SEED}", lambda v: 0 <= v <= MAX_SEED)
 
 
 def optional_positive_int(text: str) -> int | None:
@@ -266,7 +236,7 @@ def run_train(args) -> None:
     from .train import train
 
     config = config_from_args(args, logs_dir=args.logs_dir)
-    config.ckpt_dir = args.ckpt_dir or args.logs_dir or str(Path("runs") / run_name(config))
+    config.ckpt_dir = args.ckpt_dir = args.ckpt_dir or args.logs_dir or str(Path("runs") / run_name(config))
     config.validate()
     run = train(config, resume=args.resume, progress=sys.stderr.isatty())
     print(f"{summary_line(run.info['summary'])}; run folder {config.log_dir}")
@@ -298,6 +268,8 @@ def run_sweep(args) -> int:
 
 
 def _check_result_path(args) -> None:
+    if args.result_path and Path(args.result_path).is_dir():  # --overwrite would not help: say what would
+        raise CapslibError(f"--result-path {args.result_path} is a folder; give the path of a file in it")
     if args.result_path and Path(args.result_path).exists() and not args.overwrite:
         raise CapslibError(f"--result-path {args.result_path} exists; pass --overwrite to replace it")
 
@@ -330,9 +302,11 @@ def run_evaluate(args) -> None:
             "provenance": provenance(run.test_images.device)}, indent=2) + "\n")
 
 
-def run_figure(args, make_figure) -> None:
+def run_figure(args) -> None:
+    from .analysis import perturbation_figure_of, reconstruction_figure_of
     from .figures import save_figure
 
+    make_figure = {"reconstruct": reconstruction_figure_of, "perturb": perturbation_figure_of}[args.command]
     run = _load(args)
     print(f"wrote {save_figure(make_figure(run), args.result_path)}")
 
@@ -363,7 +337,7 @@ def run_predict(args) -> None:
 
 
 def run_bench(args) -> None:
-    from .bench import BenchCase, default_cases, profile_step, run_benchmark, write_benchmark
+    from .bench import default_cases, profile_step, run_benchmark, write_benchmark
     from .speed import PATHS
 
     paths = tuple(p.strip() for p in args.paths.split(","))
@@ -381,14 +355,20 @@ def run_bench(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from .analysis import perturbation_figure_of, reconstruction_figure_of
+    # Ctrl-C anywhere, in the imports that a command pulls in too, is one line, never a traceback.
+    args = None
+    try:
+        args = build_parser().parse_args(argv)
+        return _run_command(args)
+    except KeyboardInterrupt:
+        print(f"capslib{f' {args.command}' if args else ''}: {_interrupted(args)}", file=sys.stderr)
+        return 130
 
+
+def _run_command(args) -> int:
     handlers = {
         "train": run_train, "sweep": run_sweep, "evaluate": run_evaluate, "predict": run_predict,
-        "bench": run_bench,
-        "reconstruct": lambda a: run_figure(a, reconstruction_figure_of),
-        "perturb": lambda a: run_figure(a, perturbation_figure_of),
+        "bench": run_bench, "reconstruct": run_figure, "perturb": run_figure,
     }
     try:
         status = handlers[args.command](args)
@@ -398,10 +378,19 @@ def main(argv: list[str] | None = None) -> int:
     except CapslibError as err:
         print(f"capslib {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"capslib {args.command}: interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr)
-        return 130
     return status or 0
+
+
+def _interrupted(args) -> str:
+    """What an interrupted command leaves behind, as it is: for train, the checkpoint to resume, if any."""
+    if args is None or args.command != "train" or not args.ckpt_dir:
+        return "interrupted"
+    from .checkpoint import LAST
+
+    last = Path(args.ckpt_dir) / LAST
+    if last.is_file():
+        return f"interrupted; the last checkpoint written, {last}, is kept: add --resume to continue from it"
+    return f"interrupted before the run's first checkpoint: {args.ckpt_dir} holds no checkpoint to resume"
 
 
 if __name__ == "__main__":

@@ -83,17 +83,17 @@ def _lock(folder: Path, flag: str):
     """An exclusive flock on the folder itself (no lock file to clutter it), released when the
     process ends, however it ends. A folder made here is removed again if the run fails before
     writing anything into it."""
-    created = not folder.exists()
+    created, fd = not folder.exists(), None
     try:
-        if not created and not folder.is_dir():
-            raise RunFolderError(f"{flag} {folder} is a file, not a folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        if not os.access(folder, os.W_OK):
-            raise RunFolderError(f"{flag} {folder} is not writable")
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError as err:
-        raise RunFolderError(f"{flag} {folder}: cannot use it ({err.strerror})") from None
-    try:
+        try:
+            if not created and not folder.is_dir():
+                raise RunFolderError(f"{flag} {folder} is a file, not a folder")
+            folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK):
+                raise RunFolderError(f"{flag} {folder} is not writable")
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError as err:
+            raise RunFolderError(f"{flag} {folder}: cannot use it ({err.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
@@ -108,7 +108,8 @@ def _lock(folder: Path, flag: str):
                 folder.rmdir()  # only if still empty
         raise
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the lock
 
 
 def _checkpoint_to_resume(ckpt_dir: Path, log_dir: Path, resume: bool) -> Path | None:
@@ -117,8 +118,13 @@ def _checkpoint_to_resume(ckpt_dir: Path, log_dir: Path, resume: bool) -> Path |
         return last
     for folder, flag in _folders(ckpt_dir, log_dir):
         if _entries(folder) and not (resume and _holds_only_a_start(folder)):
-            hint = ("pass --resume (notebook: resume = True) to continue it" if last.is_file()
-                    else "it holds no checkpoint to resume")
+            if not (folder / LAST).is_file():
+                hint = "it holds no checkpoint to resume"
+            elif folder == ckpt_dir:
+                hint = "pass --resume (notebook: resume = True) to continue it"
+            else:  # a --logs-dir that is the run folder of another run, checkpoint and all
+                hint = (f"it holds the checkpoint of a run: to continue that run, pass {folder} as "
+                        "--ckpt-dir (notebook: runs_dir) with --resume")
             raise RunFolderError(f"{flag} {folder} is not empty ({hint}), or choose another folder")
     return None
 

@@ -13,10 +13,13 @@ check the real exit status and stderr of the process.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
+import importlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -25,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from capslib import data as D
@@ -33,6 +37,7 @@ from capslib.checkpoint import load_checkpoint
 from capslib.cli import main
 from capslib.figures import png_bytes
 
+train_module = importlib.import_module("capslib.train")  # `capslib.train` the attribute is the function
 REPO = Path(__file__).resolve().parent.parent
 MNIST = REPO / "data" / "mnist"
 PARAMETERS_WITH_DECODER, PARAMETERS_WITHOUT_DECODER = 8_215_568, 6_804_224
@@ -553,3 +558,215 @@ def test_figures_need_a_decoder(norecon, tmp_path, command):
     assert line.startswith(f"capslib {command}: error:")
     assert "decoder" in line and "--reconstruction-loss" in line
     assert not result.exists() and list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# run folders and files that cannot be used: one line, exit 2, nothing already written lost
+
+
+def copy_run(run: Trained, root: Path) -> tuple[Path, Path]:
+    """A copy of a trained run's two folders, to damage or continue without touching the original."""
+    return shutil.copytree(run.ckpt, root / "ckpt"), shutil.copytree(run.logs, root / "logs")
+
+
+def test_resume_into_the_logs_of_another_run_is_refused(norecon, recon, tmp_path):
+    # norecon's checkpoint, but --logs-dir holds recon's logs: resuming must not write over them
+    logs = shutil.copytree(recon.logs, tmp_path / "logs")
+    before = {"ckpt": snapshot(norecon.ckpt), "logs": snapshot(logs)}
+    code, out, err = cli(*train_argv(norecon.ckpt, logs, False, "--resume"))
+    assert code == 2
+    line = one_line(err)
+    assert "--logs-dir" in line and str(logs) in line and "another run" in line
+    assert {"ckpt": snapshot(norecon.ckpt), "logs": snapshot(logs)} == before
+
+
+@pytest.mark.parametrize("damage", ["run-json-says-running", "no-metrics-csv"])
+def test_resume_of_a_run_killed_before_its_final_logs_finishes_them(norecon, tmp_path, damage):
+    """Killed after the last epoch's checkpoint, before run.json said complete (or before metrics.csv
+    was written): --resume reports the run as trained and completes its logs from the checkpoint."""
+    ckpt, logs = copy_run(norecon, tmp_path)
+    if damage == "run-json-says-running":
+        info = json.loads((logs / "run.json").read_text())
+        info["status"] = "running"
+        del info["summary"]
+        (logs / "run.json").write_text(json.dumps(info))
+    else:
+        (logs / "metrics.csv").unlink()
+    last = (ckpt / "last.pt").read_bytes()
+    code, out, err = cli(*train_argv(ckpt, logs, False, "--resume"))
+    assert code == 0, err
+    assert "already trained for 1 epochs" in out and "final test error" in out
+    info = json.loads((logs / "run.json").read_text())
+    assert info["status"] == "complete" and info["summary"]["epochs_done"] == 1
+    pd.testing.assert_frame_equal(pd.read_csv(logs / "metrics.csv"), norecon.metrics)
+    assert (ckpt / "last.pt").read_bytes() == last  # nothing trained
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+@pytest.mark.parametrize("command", ["evaluate", "reconstruct", "perturb"])
+def test_result_path_that_is_a_folder_is_one_line(recon, tmp_path, command, overwrite):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "kept.txt").write_text("mine\n")
+    before = snapshot(tmp_path)
+    code, out, err = cli(command, f"--ckpt-path={recon.ckpt}", f"--result-path={folder}", *overwrite,
+                         "--device", "cpu", "--test-subset", "50")
+    assert code == 2
+    line = one_line(err)
+    assert "--result-path" in line and str(folder) in line and "is a folder" in line
+    assert out == "" and snapshot(tmp_path) == before
+
+
+def test_a_disk_that_fills_during_a_checkpoint_write_is_one_line(norecon, tmp_path, monkeypatch):
+    ckpt, logs = copy_run(norecon, tmp_path)
+    last = (ckpt / "last.pt").read_bytes()
+
+    def full_disk(obj, file, *args, **kwargs):
+        file.write(b"\0" * 4096)  # part of the checkpoint reaches the disk, then it is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    argv = train_argv(ckpt, logs, False, "--resume")
+    argv[argv.index("--epochs") + 1] = "2"  # one more epoch, then its checkpoints
+    code, _, err = cli(*argv)
+    assert code == 2
+    line = one_line(err)
+    assert os.strerror(errno.ENOSPC) in line
+    assert str(ckpt / "best.pt") in line or str(ckpt / "last.pt") in line
+    monkeypatch.undo()
+    assert (ckpt / "last.pt").read_bytes() == last
+    assert load_checkpoint(ckpt)["epoch"] == 1
+    assert not [p for folder in (ckpt, logs) for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_read_only_ckpt_dir_is_one_line(tmp_path, monkeypatch):
+    # tests may run as root, who writes anywhere: the check is faked, not the permission
+    monkeypatch.chdir(tmp_path)
+    ckpt = tmp_path / "ckpt"
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != ckpt and real_access(path, mode, **kw))
+    code, out, err = cli("train", f"--mnist-root-path={MNIST}", f"--ckpt-dir={ckpt}", *QUICK)
+    assert code == 2
+    line = one_line(err)
+    assert "--ckpt-dir" in line and str(ckpt) in line and "not writable" in line
+    assert out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_logs_dir_holding_a_run_with_its_checkpoint_says_how_to_continue_it(recon, tmp_path):
+    # recon's checkpoint folder as the --logs-dir of a new run: it does hold a checkpoint
+    before = snapshot(recon.ckpt)
+    new = tmp_path / "new"
+    code, _, err = cli(*train_argv(new, recon.ckpt, True))
+    assert code == 2
+    line = one_line(err)
+    assert "--logs-dir" in line and str(recon.ckpt) in line
+    assert "no checkpoint" not in line and "--ckpt-dir" in line and "--resume" in line
+    assert snapshot(recon.ckpt) == before and not new.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints that are not capslib's, or damaged: one line naming the file
+
+
+def test_random_bytes_are_not_a_capslib_checkpoint(tmp_path):
+    fake = tmp_path / "model.pt"
+    fake.write_bytes(np.random.default_rng(0).bytes(4096))
+    code, _, err = cli("evaluate", f"--ckpt-path={fake}", "--device", "cpu", "--test-subset", "50")
+    assert code == 2
+    line = one_line(err)
+    assert str(fake) in line and "not a capslib checkpoint" in line
+    assert "weights_only" not in line.replace(" ", "_").lower()  # not torch's advice to load it unsafely
+
+
+def damaged_checkpoints() -> dict[str, dict]:
+    from capslib.config import TrainConfig
+    from capslib.model import model_for
+
+    config = TrainConfig(routing_iterations=1, reconstruction=False)
+    weights = model_for(config).state_dict()
+    valid = {"format": 1, "epoch": 1, "config": config.to_dict(), "history": [], "model": weights}
+    return {
+        "format-only": {"format": 1},
+        "weights-of-another-model": {**valid, "model": {"conv1.weight": torch.zeros(2, 2)}},
+        "routing-0": {**valid, "config": {**config.to_dict(), "routing_iterations": 0}},
+    }
+
+
+@pytest.mark.parametrize("damage, named", [("format-only", "'epoch'"), ("weights-of-another-model", "do not fit"),
+                                           ("routing-0", "routing_iterations")])
+def test_damaged_checkpoint_is_one_line_naming_the_file(tmp_path, damage, named):
+    fake = tmp_path / "damaged.pt"
+    torch.save(damaged_checkpoints()[damage], fake)
+    code, out, err = cli("evaluate", f"--ckpt-path={fake}", "--device", "cpu", "--test-subset", "50")
+    assert code == 2
+    line = one_line(err)
+    assert line.startswith("capslib evaluate: error:") and str(fake) in line and named in line
+    assert out == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C and machines without a GPU
+
+
+def interrupted_cli(*argv) -> tuple[int, str, str]:
+    """cli(), failing the test (not the whole session) if KeyboardInterrupt escapes main()."""
+    try:
+        return cli(*argv)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped capslib's main()")
+
+
+def test_ctrl_c_before_the_first_checkpoint_claims_none(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "load_dataset", interrupt)
+    ckpt = tmp_path / "ckpt"
+    code, _, err = interrupted_cli("train", f"--mnist-root-path={MNIST}", f"--ckpt-dir={ckpt}", *QUICK)
+    assert code == 130
+    line = one_line(err)
+    assert "interrupted" in line and "kept" not in line and "no checkpoint" in line
+    assert not (ckpt / "last.pt").exists()
+
+
+def test_ctrl_c_of_a_resumed_run_names_the_checkpoint_kept(norecon, tmp_path, monkeypatch):
+    ckpt, logs = copy_run(norecon, tmp_path)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "load_dataset", interrupt)
+    argv = train_argv(ckpt, logs, False, "--resume")
+    argv[argv.index("--epochs") + 1] = "2"
+    code, _, err = interrupted_cli(*argv)
+    assert code == 130
+    line = one_line(err)
+    assert str(ckpt / "last.pt") in line and "kept" in line and "--resume" in line
+
+
+def test_ctrl_c_during_imports_is_one_line(monkeypatch):
+    """Ctrl-C while main() imports what the parser needs (capslib.predict here) prints no traceback."""
+
+    class Interrupting:
+        def find_spec(self, name, path=None, target=None):
+            if name == "capslib.predict":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "capslib.predict")
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    code, out, err = interrupted_cli("evaluate", "--help")
+    assert code == 130
+    assert one_line(err) == "capslib: interrupted" and out == ""
+
+
+def test_bench_on_a_machine_without_cuda_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, out, err = cli("bench", "--steps", "1")
+    assert code == 2
+    line = one_line(err)
+    assert line.startswith("capslib bench: error:") and "needs a CUDA GPU" in line
+    assert out == "" and list(tmp_path.iterdir()) == []

@@ -358,6 +358,15 @@ def test_make_train_with_routing_0_fails_and_leaves_no_target(tmp_path):
     assert not (study_dir / "runs").exists()
 
 
+def test_study_dir_with_a_space_is_one_make_error(tmp_path):
+    code, output = run_command(["make", "-n", "data", f"PYTHON={sys.executable}", f"STUDY_DIR={tmp_path / 'my study'}"],
+                               timeout=30)
+    assert code == 2
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and "STUDY_DIR" in lines[0] and "my study" in lines[0], output
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # a newcomer: a fresh clone, every notebook run from notebooks/ with its defaults
 

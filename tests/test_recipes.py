@@ -2,6 +2,9 @@
 arithmetic, on CPU."""
 
 import math
+import os
+import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,6 +19,8 @@ from capslib.model import CapsNet, count_parameters, model_for
 from capslib.runs import selection, run_name
 from capslib.studies import ablation_configs, official_configs, table1_configs
 from capslib.train import learning_rate
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------------------------------------
@@ -32,6 +37,39 @@ def test_cli_recipe_then_flags():
     config = config_from_args(args)
     assert config == TrainConfig.from_recipe("official", epochs=5, digit_bias=False)
     assert config.variant() == "official-bias"
+
+
+def make_runs(*variables: str) -> dict[str, list[str]]:
+    """The Makefile's run names (`make print-runs`): {"mnist": [...], "fashion": [...], "train": [name]}."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    done = subprocess.run(["make", "-s", "print-runs", *variables], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return {key: names.split() for key, _, names in (line.partition(": ") for line in done.stdout.splitlines())}
+
+
+@pytest.mark.parametrize("profile", ["full", "tiny"])
+def test_makefile_run_names_are_run_names(profile):
+    """The Makefile builds its runs' names itself (it starts no Python to read them): each must be
+    capslib.runs.run_name of the Table 1 configuration it trains."""
+    seeds = [1, 2] if profile == "full" else [1]
+    names = make_runs(f"PROFILE={profile}", f"SEEDS={' '.join(map(str, seeds))}")
+    configs = table1_configs(seeds)
+    mnist = {run_name(c) for c in configs if c.dataset == "mnist"}
+    if profile == "tiny":  # the tiny profile trains three of Table 1's five configurations
+        mnist = {n for n in mnist if "routing1_recon" not in n and "routing3_norecon" not in n}
+    assert sorted(names["mnist"]) == sorted(mnist) and len(names["mnist"]) == len(set(names["mnist"]))
+    assert sorted(names["fashion"]) == sorted(run_name(c) for c in configs if c.dataset == "fashion-mnist")
+
+
+@pytest.mark.parametrize("variables, fields", [
+    ([], {}),
+    (["ROUTING=1", "RECON=no", "SEED=7"], {"routing_iterations": 1, "reconstruction": False, "seed": 7}),
+    (["MODEL=baseline", "DATASET=fashion-mnist"], {"model": "baseline", "dataset": "fashion-mnist"}),
+    (["RECON=0", "DATASET=fashion-mnist"], {"reconstruction": False, "dataset": "fashion-mnist"}),
+])
+def test_make_train_names_its_run_as_capslib_does(variables, fields):
+    assert make_runs(*variables)["train"] == [run_name(TrainConfig(**fields))]
 
 
 def test_recipes_name_every_component_field():
