@@ -176,7 +176,9 @@ $(NB)/07_ablation.ipynb: | notebooks/07_ablation.ipynb $(RESULTS)/ablation/.done
 		-p results_dir $(RESULTS))
 
 # The paper's other experiments: sized by PROFILE (capslib/profiles.py GENERATED_PROFILES; full: the
-# studies' own lengths, capslib/studies.py), trained by a sweep, then read by their notebooks.
+# studies' own lengths, capslib/studies.py). On the full profile a sweep trains them first (one run per
+# GPU), then the notebooks read them; on quick and tiny the notebooks train them (one process less).
+other_sweep = $(if $(filter full,$(PROFILE)),$(RESULTS)/$1/.done)
 seeds_yaml = [$(subst $(space),$(comma) ,$(strip $(SEEDS)))]
 other_parameters = -y "seeds: $(seeds_yaml)" -p profile $(PROFILE) -p device $(DEVICE) -p runs_dir $(RUNS) -p results_dir $(RESULTS)
 
@@ -185,7 +187,7 @@ multimnist: $(NB)/08_multimnist.ipynb
 $(RESULTS)/multimnist/.done:
 	$(call sweep,multimnist) && touch $@
 
-$(NB)/08_multimnist.ipynb: | notebooks/08_multimnist.ipynb $(RESULTS)/multimnist/.done
+$(NB)/08_multimnist.ipynb: | notebooks/08_multimnist.ipynb $(call other_sweep,multimnist)
 	$(call notebook,08_multimnist,$@,$(other_parameters))
 
 affine: $(NB)/09_affine.ipynb
@@ -193,7 +195,7 @@ affine: $(NB)/09_affine.ipynb
 $(RESULTS)/affine/.done:
 	$(call sweep,affine) && touch $@
 
-$(NB)/09_affine.ipynb: | notebooks/09_affine.ipynb $(RESULTS)/affine/.done
+$(NB)/09_affine.ipynb: | notebooks/09_affine.ipynb $(call other_sweep,affine)
 	$(call notebook,09_affine,$@,$(other_parameters))
 
 tables: $(NB)/06_summary.ipynb

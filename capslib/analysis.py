@@ -77,6 +77,9 @@ def load_trained(ckpt_path: Path | str, data_root: Path | str | None = None, dev
     device = resolve_device(device)
     model, config, checkpoint = load_model(ckpt_path, device)
     info = dataset_info(config.dataset)
+    if info.source is not None:
+        raise CapslibError(f"{ckpt_path}: a {config.dataset} run; its generated test sets are scored in training and "
+                           "by notebooks 08_multimnist and 09_affine, not here")
     images, labels = load_split(Path(data_root or config.data_root or info.default_root), "test", config.dataset, verify)
     subset = test_subset or config.test_subset
     images, labels = to_tensors(images[:subset], labels[:subset], device)

@@ -48,7 +48,7 @@ PROFILES = {
 }
 GENERATED_PROFILES = {  # on a 2-core CPU a CapsNet trains ~10 such images a second
     "quick": Profile("quick", epochs=2, batch_size=32, train_subset=300, test_subset=100, test_pairs=2),
-    "tiny": Profile("tiny", epochs=1, batch_size=32, train_subset=32, test_subset=10, test_pairs=2),
+    "tiny": Profile("tiny", epochs=1, batch_size=32, train_subset=40, test_subset=10, test_pairs=2),
 }
 CHOICES = ("auto", *PROFILES)
 

@@ -124,7 +124,7 @@ def visible_text(page: str) -> str:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
     study_dir = tmp_path_factory.mktemp("study")
-    code, output = make(study_dir, "reproduce", timeout=400)
+    code, output = make(study_dir, "reproduce", timeout=600)
     assert code == 0, f"make reproduce failed with status {code}:\n{output[-8000:]}"
     return study_dir
 
