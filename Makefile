@@ -20,6 +20,10 @@
 #                                 images held out, so every run is also scored "selected on validation"
 #   make ablation     07_ablation the official recipe at full length, and each official choice added
 #                                 to (removed from) the paper (official) recipe: where the 0.25% comes from
+#   make multimnist   08_multimnist  section 6: CapsNet and the baseline on MultiMNIST (generated on the
+#                                 device), top-2 test error, the paper's Fig. 5 (capslib sweep multimnist)
+#   make affine       09_affine   section 5.2: both trained on expanded MNIST (40×40), scored on an
+#                                 affNIST-style generated set at a matched accuracy (capslib sweep affine)
 #   make tables       06_summary  tables beside the paper's Table 1, accuracy and loss curves
 #   make report       HTML of the executed notebooks, without code (and with, not committed)
 #
@@ -106,7 +110,7 @@ sweep = $(PYTHON) -m capslib sweep $1 --seeds $(subst $(space),$(comma),$(SEEDS)
 space := $(subst ,, )
 comma := ,
 
-.PHONY: setup test mutation unit-test notebook-test reproduce quick data mnist train figures fashion validated ablation tables report bench lab clean print-runs
+.PHONY: setup test mutation unit-test notebook-test reproduce quick data mnist train figures fashion validated ablation multimnist affine tables report bench lab clean print-runs
 .DELETE_ON_ERROR:
 
 setup:
@@ -120,7 +124,7 @@ test:
 mutation:
 	$(PYTHON) tools/mutation.py $(MUTATION_ARGS)
 
-reproduce: data mnist figures fashion validated ablation tables report
+reproduce: data mnist figures fashion validated ablation multimnist affine tables report
 
 quick:
 	$(MAKE) PROFILE=quick reproduce
@@ -182,6 +186,29 @@ $(NB)/07_ablation.ipynb: | notebooks/07_ablation.ipynb $(RESULTS)/ablation/.done
 	$(call notebook,07_ablation,$@,-p ablation_logs_dir $(RESULTS)/ablation -p official_logs_dir $(RESULTS)/official \
 		-p results_dir $(RESULTS))
 
+# The paper's other experiments: sized by PROFILE (capslib/profiles.py GENERATED_PROFILES; full: the
+# studies' own lengths, capslib/studies.py). On the full profile a sweep trains them first (one run per
+# GPU), then the notebooks read them; on quick and tiny the notebooks train them (one process less).
+other_sweep = $(if $(filter full,$(PROFILE)),$(RESULTS)/$1/.done)
+seeds_yaml = [$(subst $(space),$(comma) ,$(strip $(SEEDS)))]
+other_parameters = -y "seeds: $(seeds_yaml)" -p profile $(PROFILE) -p device $(DEVICE) -p runs_dir $(RUNS) -p results_dir $(RESULTS)
+
+multimnist: $(NB)/08_multimnist.ipynb
+
+$(RESULTS)/multimnist/.done:
+	$(call sweep,multimnist) && touch $@
+
+$(NB)/08_multimnist.ipynb: | notebooks/08_multimnist.ipynb $(call other_sweep,multimnist)
+	$(call notebook,08_multimnist,$@,$(other_parameters))
+
+affine: $(NB)/09_affine.ipynb
+
+$(RESULTS)/affine/.done:
+	$(call sweep,affine) && touch $@
+
+$(NB)/09_affine.ipynb: | notebooks/09_affine.ipynb $(call other_sweep,affine)
+	$(call notebook,09_affine,$@,$(other_parameters))
+
 tables: $(NB)/06_summary.ipynb
 
 $(NB)/06_summary.ipynb: | notebooks/06_summary.ipynb $(call run_notebooks,$(mnist_runs) $(fashion_runs)) $(RESULTS)/table1/.done
@@ -191,8 +218,9 @@ $(NB)/06_summary.ipynb: | notebooks/06_summary.ipynb $(call run_notebooks,$(mnis
 # HTML reports of the study's notebooks (not of every training run: 02_train is one per run):
 # results/html/ without code cells (committed), results/html/with-code/ (not committed: the executed
 # notebooks hold the same and regenerate it in seconds).
-REPORTED := 01_data_mnist 01_data_fashion-mnist 03_reconstruct_mnist 04_perturb_mnist 05_fashion 06_summary 07_ablation
-report: figures fashion tables data ablation
+REPORTED := 01_data_mnist 01_data_fashion-mnist 03_reconstruct_mnist 04_perturb_mnist 05_fashion 06_summary 07_ablation \
+	08_multimnist 09_affine
+report: figures fashion tables data ablation multimnist affine
 	$(PYTHON) -m jupyter nbconvert --to html --no-input --output-dir $(RESULTS)/html $(REPORTED:%=$(NB)/%.ipynb)
 	$(PYTHON) -m jupyter nbconvert --to html --output-dir $(RESULTS)/html/with-code $(REPORTED:%=$(NB)/%.ipynb)
 

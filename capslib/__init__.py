@@ -2,7 +2,8 @@
 Hinton, NeurIPS 2017).
 
     data.py        IDX files, validation, dataset registry, on-device shifts
-    model.py       CapsNet (squash, dynamic routing, decoder) and the baseline CNN
+    generated.py   MultiMNIST, expanded MNIST and the affNIST-style set, generated on the device
+    model.py       CapsNet (squash, dynamic routing, decoder) and the baseline CNNs; the top-2 rule
     losses.py      margin loss, reconstruction loss
     config.py      TrainConfig, the one place a run is described
     speed.py       speed paths: fp32 reference … bf16 + torch.compile + CUDA graph
@@ -23,7 +24,7 @@ Hinton, NeurIPS 2017).
 
 from .config import TrainConfig
 from .errors import CapslibError
-from . import analysis, data, figures, notebook, profiles, runs, tables
+from . import analysis, data, figures, generated, notebook, profiles, runs, studies, tables
 from .provenance import REPO
 from .model import BaselineCNN, CapsNet, count_parameters, dynamic_routing, squash
 from .train import train

@@ -77,6 +77,9 @@ def load_trained(ckpt_path: Path | str, data_root: Path | str | None = None, dev
     device = resolve_device(device)
     model, config, checkpoint = load_model(ckpt_path, device)
     info = dataset_info(config.dataset)
+    if info.source is not None:
+        raise CapslibError(f"{ckpt_path}: a {config.dataset} run; its generated test sets are scored in training and "
+                           "by notebooks 08_multimnist and 09_affine, not here")
     images, labels = load_split(Path(data_root or config.data_root or info.default_root), "test", config.dataset, verify)
     subset = test_subset or config.test_subset
     images, labels = to_tensors(images[:subset], labels[:subset], device)
@@ -148,3 +151,51 @@ def mean_coupling_entropy(run: TrainedRun, batch_size: int = 500) -> np.ndarray:
         couplings = run.model.couplings(run.test_images[start:start + batch_size])
         total = total + coupling_entropy(couplings).double().sum(dim=(1, 2))
     return (total / (len(run.test_images) * couplings.shape[2])).cpu().numpy()
+
+
+@torch.inference_mode()
+def multimnist_figure_of(ckpt_path: Path | str, device: str = "auto", scanned: int = 1000, per_group: int = 6):
+    """The paper's Fig. 5 for a MultiMNIST CapsNet checkpoint, from the first `scanned` pairs of its test
+    set: a row of correctly classified pairs and one of misclassified pairs, each reconstructed from the
+    two longest capsules (R = P), then correct pairs reconstructed from one label and the longest capsule
+    of a class that is not present (the paper's * columns)."""
+    from .figures import multimnist_figure
+    from .generated import MultiMNISTSet, materialise
+
+    device = resolve_device(device)
+    model, config, _ = load_model(ckpt_path, device)
+    if config.dataset != "multimnist" or getattr(model, "decoder", None) is None:
+        raise CapslibError(f"{ckpt_path}: not a MultiMNIST CapsNet with a decoder ({config.dataset}, {config.model})")
+    info = dataset_info(config.dataset)
+    images, labels = load_split(Path(config.data_root or info.default_root), "test", "mnist", config.verify_checksums)
+    test = MultiMNISTSet(*to_tensors(images[:config.test_subset], labels[:config.test_subset], device),
+                         config.test_pairs, shift=info.shift)
+    x, y = materialise(test, scanned)
+    outputs = [model(x[i:i + 500]) for i in range(0, len(x), 500)]
+    capsules = torch.cat([o.capsules for o in outputs])
+    scores = capsules.norm(dim=-1)
+    predicted = scores.topk(2, dim=1).indices
+    correct = (predicted.sort(1).values == y.sort(1).values).all(1)
+    chosen_correct = correct.nonzero().flatten()[:per_group]
+    chosen_wrong = (~correct).nonzero().flatten()[:per_group]
+    absent = scores.scatter(1, y, -1.0).argmax(dim=1)            # the longest capsule of a class not present
+    forced = torch.stack([y[:, 0], absent], dim=1)
+    picks = [(chosen_correct, predicted), (chosen_wrong, predicted), (chosen_correct, forced)]
+    index = torch.cat([i for i, _ in picks])
+    reconstructed = torch.cat([r[i] for i, r in picks])
+    recon = model.decode(capsules[index], reconstructed)
+    return multimnist_figure(x[index, 0].cpu(), recon.cpu(), y[index].tolist(), predicted[index].tolist(),
+                             reconstructed.tolist(), per_row=per_group)
+
+
+def affine_samples_figure(count: int = 12, data_root: Path | str | None = None):
+    """The first `count` MNIST test images in the expanded test set (top row) and the affNIST-style
+    generated set (bottom row), 40×40 each."""
+    from .figures import image_rows_figure
+    from .generated import AffineSet, ShiftedSet, materialise
+
+    info = dataset_info("mnist-expanded")
+    images, labels = load_split(Path(data_root or info.default_root), "test", "mnist")
+    x, y = to_tensors(images[:count], labels[:count])
+    return image_rows_figure({"expanded MNIST": materialise(ShiftedSet(x, y, info.pad))[0],
+                              "affNIST-style (generated)": materialise(AffineSet(x, y))[0]})

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data import AUGMENTATIONS, DATASETS
+from .generated import TEST_PAIRS
 from .errors import CapslibError
 
 SPEED_PATHS = ("auto", "fp32", "tf32", "bf16", "compile", "graph")
@@ -28,6 +29,7 @@ LOSS_SCALINGS = ("paper", "official")
 PRIMARY_CAPSULES = ("conv", "slim")
 INITS = ("default", "official")
 MAX_SEED = 2**32 - 1  # seeds feed torch generators as seed · 1,000,003 + epoch (< 2**64)
+MAX_TEST_PAIRS = 60_000  # MultiMNIST pair indices (images × pairs) feed a 32-bit hash
 MAX_ROUTING_ITERATIONS = 10  # the paper uses 1 or 3; each iteration costs as much as a forward pass
 
 
@@ -58,6 +60,7 @@ class TrainConfig:
     seed: int = 1
     train_subset: int | None = None       # keep the first N training images (quick runs)
     test_subset: int | None = None
+    test_pairs: int = TEST_PAIRS          # MultiMNIST: pairs per test (and validation) image; the paper's 1,000
     verify_checksums: bool = True
     # how runs are scored: a validation split is held out of the training images, and every
     # evaluation scores it and the test set; the checkpoint is selected on validation only
@@ -83,7 +86,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise CapslibError naming the first bad field; return self so calls can chain."""
-        for name in ("epochs", "batch_size", "routing_iterations", "eval_batch_size", "eval_every"):
+        for name in ("epochs", "batch_size", "routing_iterations", "eval_batch_size", "eval_every", "test_pairs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise CapslibError(f"{name} must be a positive integer, got {value!r}")
@@ -91,6 +94,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise CapslibError(f"{name} must be a positive integer or None, got {value!r}")
+        if self.test_pairs > MAX_TEST_PAIRS:
+            raise CapslibError(f"test_pairs must be at most {MAX_TEST_PAIRS} (pair indices stay below 2**32), "
+                               f"got {self.test_pairs}")
         if self.routing_iterations > MAX_ROUTING_ITERATIONS:
             raise CapslibError(f"routing_iterations must be at most {MAX_ROUTING_ITERATIONS}, "
                                f"got {self.routing_iterations}")

@@ -53,10 +53,20 @@ class DatasetInfo:
     name: str
     classes: tuple[str, ...]
     md5: dict[str, str]  # MD5 of each file's decompressed bytes
+    # Datasets generated from another's IDX files on the device (capslib/generated.py): the source,
+    # the zero padding around each 28×28 digit, its random shift in training and the digits per image.
+    source: str | None = None
+    pad: int = 0
+    shift: int | None = None   # None: TrainConfig.max_shift (the paper's 2 px for MNIST)
+    targets: int = 1
 
     @property
     def default_root(self) -> Path:
-        return DATA_ROOT / self.name
+        return DATA_ROOT / (self.source or self.name)
+
+    @property
+    def image_size(self) -> int:
+        return IMAGE_SIZE + 2 * self.pad
 
 
 DATASETS = {
@@ -82,6 +92,15 @@ DATASETS = {
         },
     ),
 }
+# The paper's two other MNIST experiments (capslib/generated.py says how each is made, and why):
+#   multimnist      section 6: a digit over a digit of another class, each shifted up to 4 px in a
+#                   36×36 frame (pad 4); two labels per image
+#   mnist-expanded  section 5.2: MNIST padded to 40×40 and shifted up to 6 px (the official README's
+#                   --shift=6 --pad=6), scored also on an affNIST-style affine test set
+DATASETS["multimnist"] = DatasetInfo("multimnist", DATASETS["mnist"].classes, DATASETS["mnist"].md5,
+                                     source="mnist", pad=4, shift=4, targets=2)
+DATASETS["mnist-expanded"] = DatasetInfo("mnist-expanded", DATASETS["mnist"].classes, DATASETS["mnist"].md5,
+                                         source="mnist", pad=6, shift=6)
 
 
 def dataset_info(name: str) -> DatasetInfo:

@@ -481,3 +481,85 @@ def sample_figure(images: np.ndarray, labels: np.ndarray, classes, per_class: in
     ax.tick_params(length=0)
     ax.set(xlabel="the first images of each class in the training set", ylabel="class")
     return figure
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's other experiments
+
+
+def _overlay(red: np.ndarray, green: np.ndarray) -> np.ndarray:
+    """Two reconstructions in one RGB image: the first in red, the second in green (yellow where both)."""
+    return np.stack([red, green, np.zeros_like(red)], axis=-1).clip(0, 1)
+
+
+def multimnist_figure(inputs, reconstructions, labels, predictions, reconstructed, size: int = 36,
+                      per_row: int = 6) -> Figure:
+    """The paper's Fig. 5: rows of (input, the two reconstructions overlaid in red and green), each titled
+    L (labels), R (the classes reconstructed) and P (the two longest capsules). The caller picks the
+    examples: correct ones, misclassified ones and, if given, ones where R holds a class not present
+    (the paper's * columns). `reconstructions`: N×2×pixels; `labels`, `predictions`, `reconstructed`: N×2."""
+    inputs = np.asarray(inputs, dtype=np.float32).reshape(-1, size, size)
+    recon = np.asarray(reconstructions, dtype=np.float32).reshape(-1, 2, size, size)
+    count = len(inputs)
+    rows = max(1, math.ceil(count / per_row))
+    figure = Figure(figsize=(2.2 * per_row, 1.35 * rows + 0.6))
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.55 / (1.35 * rows + 0.6), wspace=0.05, hspace=0.45)
+    axes = np.asarray(figure.subplots(rows, 2 * per_row)).reshape(rows, 2 * per_row)
+    for k in range(rows * per_row):
+        pair = axes[k // per_row, 2 * (k % per_row)], axes[k // per_row, 2 * (k % per_row) + 1]
+        for ax in pair:
+            ax.set_axis_off()
+        if k >= count:
+            continue
+        _pixels(pair[0], inputs[k])
+        pair[1].imshow(_overlay(recon[k, 0], recon[k, 1]), interpolation="nearest")
+        wrong = sorted(labels[k]) != sorted(predictions[k])
+        forced = not set(reconstructed[k]) <= set(labels[k])
+        pair[0].set_title(f"L:{labels[k][0]},{labels[k][1]}  P:{predictions[k][0]},{predictions[k][1]}", fontsize=7,
+                          loc="left", color="crimson" if wrong else "black")
+        pair[1].set_title(f"R:{reconstructed[k][0]},{reconstructed[k][1]}{' *' if forced else ''}", fontsize=7,
+                          loc="left", color="crimson" if wrong else "black")
+    figure.suptitle("MultiMNIST: input (grey) beside the reconstructions of the two classes R from their capsules "
+                    "(red: first, green: second, yellow: both). L: labels, P: the two longest capsules; red titles: "
+                    "misclassified; *: R includes a class not present", fontsize=8)
+    return figure
+
+
+def affine_figure(per_run_histories: dict[str, list], target: float | None = None,
+                  title: str = "Expanded MNIST vs affNIST-style accuracy") -> Figure:
+    """Accuracy on the affNIST-style generated set against expanded-MNIST test accuracy, one line per
+    run through its evaluations (the accuracy-vs-accuracy curve): at any MNIST accuracy, which model
+    generalises better to affine transforms. `per_run_histories`: configuration → list of runs."""
+    figure = Figure(figsize=(8, 5.5), layout="constrained")
+    ax = figure.subplots()
+    colors = _colors(list(per_run_histories))
+    for label, runs in per_run_histories.items():
+        for i, run in enumerate(runs):
+            h = run.history.dropna(subset=["affine_accuracy"])
+            ax.plot(100 * h.test_accuracy, 100 * h.affine_accuracy, color=colors[label], lw=1.2, marker=".", ms=4,
+                    label=label if i == 0 else None, alpha=0.8)
+    if target is not None:
+        ax.axvline(100 * target, color="grey", ls=":", lw=1, label=f"matched validation accuracy {100 * target:.2f}%")
+    ax.set(xlabel="expanded MNIST test accuracy (%)", ylabel="affNIST-style (generated) accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    if per_run_histories:
+        ax.legend(fontsize=8)
+    return figure
+
+
+def image_rows_figure(rows: dict, title: str = "") -> Figure:
+    """One row of images (N×1×S×S each) per entry of `rows`, labelled by its key."""
+    arrays = {name: np.asarray(torch.as_tensor(x).detach().float().cpu())[:, 0] for name, x in rows.items()}
+    count = max(len(a) for a in arrays.values())
+    figure = Figure(figsize=(1.0 * count + 1.6, 1.1 * len(arrays) + 0.3))
+    figure.subplots_adjust(left=0.12, right=0.99, bottom=0.02, top=0.9, wspace=0.05, hspace=0.1)
+    axes = np.asarray(figure.subplots(len(arrays), count)).reshape(len(arrays), count)
+    for r, (name, images) in enumerate(arrays.items()):
+        for c in range(count):
+            axes[r, c].set_axis_off()
+            if c < len(images):
+                _pixels(axes[r, c], images[c])
+        axes[r, 0].text(-0.15, 0.5, name, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    return figure

@@ -15,15 +15,19 @@ def margin_loss(lengths: torch.Tensor, targets: torch.Tensor,
     """Eq. 4, summed over the classes and averaged over the batch:
     L_k = T_k max(0, m+ − ‖v_k‖)² + λ (1 − T_k) max(0, ‖v_k‖ − m−)².
 
-    No extra factor of 0.5 (the official code has one; the paper does not)."""
+    `targets` holds one class per example (B) or several (B×k, MultiMNIST): T_k = 1 for every class
+    present. No extra factor of 0.5 (the official code has one; the paper does not)."""
     lengths = lengths.float()
     present = F.one_hot(targets, lengths.shape[1]).to(lengths.dtype)
+    if targets.dim() == 2:
+        present = present.amax(dim=1)
     per_class = (present * F.relu(m_pos - lengths) ** 2
                  + lam * (1 - present) * F.relu(lengths - m_neg) ** 2)
     return per_class.sum(dim=1).mean()
 
 
 def reconstruction_loss(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Sum of squared pixel errors per image, averaged over the batch (before the 0.0005 weight)."""
-    error = reconstruction.float() - images.float().flatten(1)
+    """Sum of squared pixel errors per image, averaged over the batch (before the 0.0005 weight).
+    With k reconstructions per example (B×k×pixels against B×k×H×W digits), the sum of their k SSEs."""
+    error = reconstruction.float().flatten(1) - images.float().flatten(1)
     return (error * error).sum(dim=1).mean()

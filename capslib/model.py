@@ -1,6 +1,6 @@
-"""The paper's CapsNet (Sabour, Frosst, Hinton 2017, section 4) and its baseline CNN.
+"""The paper's CapsNet (Sabour, Frosst, Hinton 2017, section 4) and its baseline CNNs.
 
-Notation follows the paper: u_i are the 1152 primary capsules (8D), û_{j|i} = W_ij u_i their
+Notation follows the paper: u_i are the 1152 primary capsules (8D; 3,200 for MultiMNIST's 36×36), û_{j|i} = W_ij u_i their
 predictions for the 10 digit capsules v_j (16D), b_ij the routing logits and c_ij = softmax_j(b_ij)
 the coupling coefficients. Where the paper is silent we follow the authors' official code
 (Sarasra/models, research/capsules) and say so; README.md lists every such choice.
@@ -8,17 +8,26 @@ the coupling coefficients. Where the paper is silent we follow the authors' offi
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import dataset_info
 from .losses import MARGIN_WEIGHTS, margin_loss, reconstruction_loss
 
 NUM_CLASSES = 10
 PRIMARY_TYPES, PRIMARY_DIM, PRIMARY_GRID = 32, 8, 6   # 32 channels of 8D capsules on a 6×6 grid
 NUM_PRIMARY = PRIMARY_TYPES * PRIMARY_GRID * PRIMARY_GRID  # 1152
+IMAGE_SIZE = 28
+
+
+def primary_grid(image_size: int) -> int:
+    """The PrimaryCaps grid side: conv1 9×9 (valid) then 9×9 stride 2 (valid). 28 → 6, 36 → 10
+    (MultiMNIST: 3,200 primary capsules), 40 → 12 (expanded MNIST: 4,608)."""
+    return (image_size - 8 - 9) // 2 + 1
 DIGIT_DIM = 16
 RECONSTRUCTION_WEIGHT = 0.0005  # the paper's scale-down of the sum of squared errors
 
@@ -29,7 +38,35 @@ class ModelOutput(NamedTuple):
     margin_loss: torch.Tensor | None = None
     reconstruction_loss: torch.Tensor | None = None  # mean sum of squared errors, unweighted
     capsules: torch.Tensor | None = None        # B×10×16 digit capsules v_j
-    reconstruction: torch.Tensor | None = None  # B×784 decoder output
+    reconstruction: torch.Tensor | None = None  # B×784 decoder output (B×k×pixels with k targets per image)
+
+
+def split_input(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The network's input and, for MultiMNIST, the digits to reconstruct.
+
+    A MultiMNIST example is stored as 3 channels, like the official record (mnist_shift.py
+    shift_write_multi_mnist: merged_raw, image_raw_1, image_raw_2): the merged image the network sees,
+    then each digit alone, shifted as in the merged image; the decoder reconstructs each digit against
+    its own channel. A 1-channel image is its own reconstruction target (None here)."""
+    if images.shape[1] == 1:
+        return images, None
+    return images[:, :1], images[:, 1:]
+
+
+def predicted_classes(scores: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """The prediction: the longest capsule (k = 1, a B vector), or the k longest (B×k; MultiMNIST: the
+    paper's "two most active digit capsules")."""
+    return scores.argmax(dim=1) if k == 1 else scores.topk(k, dim=1).indices
+
+
+def is_correct(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per example: the argmax is the label (B targets) or, with B×k targets, the k highest scores are
+    exactly the k labels, in any order (the official evaluator, layers.py `evaluate`: correct iff
+    set_difference(top_k(labels), top_k(logits)) is empty)."""
+    if targets.dim() == 1:
+        return scores.argmax(dim=1) == targets
+    predicted = predicted_classes(scores, targets.shape[1])
+    return (predicted.sort(dim=1).values == targets.sort(dim=1).values).all(dim=1)
 
 
 def squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
@@ -76,7 +113,8 @@ def dynamic_routing(u_hat: torch.Tensor, iterations: int, detach_early: bool = F
 
 class Decoder(nn.Module):
     """Fig. 2: three fully connected layers 512-1024-784 (ReLU, ReLU, sigmoid) reconstruct the image
-    from the 16D capsule of one class; the other classes' capsules are masked to zero."""
+    from the 16D capsule of one class; the other classes' capsules are masked to zero. (MultiMNIST:
+    512-1024-1296, a 36×36 image.)"""
 
     def __init__(self, num_classes: int = NUM_CLASSES, capsule_dim: int = DIGIT_DIM, pixels: int = 28 * 28):
         super().__init__()
@@ -111,7 +149,7 @@ class CapsNet(nn.Module):
 
     def __init__(self, routing_iterations: int = 3, reconstruction: bool = True, detach_routing: bool = False,
                  digit_bias: bool = False, primary_capsules: str = "conv", init: str = "default",
-                 margin_weight: float = 1.0):
+                 margin_weight: float = 1.0, image_size: int = IMAGE_SIZE, num_targets: int = 1):
         super().__init__()
         if routing_iterations < 1:
             raise ValueError(f"routing_iterations must be at least 1, got {routing_iterations}")
@@ -120,15 +158,19 @@ class CapsNet(nn.Module):
         self.routing_iterations = routing_iterations
         self.detach_routing = detach_routing
         self.margin_weight = margin_weight
+        # Inputs larger than 28×28 (section 6: MultiMNIST, 36×36; section 5.2: expanded MNIST, 40×40) give a
+        # larger PrimaryCaps grid, hence more primary capsules and W_ij matrices, and a larger decoder output.
+        self.num_primary = PRIMARY_TYPES * primary_grid(image_size) ** 2
+        self.num_targets = num_targets  # digits per image: the prediction is the num_targets longest capsules
         self.conv1 = nn.Conv2d(1, 256, kernel_size=9)
         slim = primary_capsules == "slim"
         self.primary_caps = nn.Conv2d(256, PRIMARY_TYPES * PRIMARY_DIM, kernel_size=9, stride=2, bias=not slim)
         self.primary_bias = nn.Parameter(torch.full((PRIMARY_TYPES * PRIMARY_DIM,), 0.1)) if slim else None
         self.primary_scale = 1 / PRIMARY_TYPES if slim else 1.0  # the zero-logit softmax over 32 types
         # One 8×16 matrix W_ij for each (primary capsule i, digit capsule j) pair, stored as 16×8.
-        self.W = nn.Parameter(0.01 * torch.randn(NUM_PRIMARY, NUM_CLASSES, DIGIT_DIM, PRIMARY_DIM))
+        self.W = nn.Parameter(0.01 * torch.randn(self.num_primary, NUM_CLASSES, DIGIT_DIM, PRIMARY_DIM))
         self.digit_bias = nn.Parameter(torch.full((NUM_CLASSES, DIGIT_DIM), 0.1)) if digit_bias else None
-        self.decoder = Decoder() if reconstruction else None
+        self.decoder = Decoder(pixels=image_size * image_size) if reconstruction else None
         if init == "official":
             self._official_init()
 
@@ -151,7 +193,7 @@ class CapsNet(nn.Module):
         u = features.permute(0, 2, 3, 1).float()
         if self.primary_bias is not None:
             u = u * self.primary_scale + self.primary_bias
-        return squash(u.reshape(len(images), NUM_PRIMARY, PRIMARY_DIM))
+        return squash(u.reshape(len(images), self.num_primary, PRIMARY_DIM))
 
     def prediction_vectors(self, images: torch.Tensor) -> torch.Tensor:
         """B×1×28×28 images → B×1152×10×16 predictions û_{j|i} = W_ij u_i."""
@@ -169,26 +211,35 @@ class CapsNet(nn.Module):
         return couplings
 
     def decode(self, capsules: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """Reconstruct B×784 images from the capsules of `classes` (used by the figures too)."""
+        """Reconstruct B×pixels images from the capsules of `classes` (B), or B×k×pixels, one image from
+        each class's own capsule, for B×k classes (MultiMNIST; used by the figures too)."""
         if self.decoder is None:
             raise ValueError("this CapsNet was built without a reconstruction decoder")
-        return self.decoder(capsules, classes)
+        if classes.dim() == 1:
+            return self.decoder(capsules, classes)
+        return torch.stack([self.decoder(capsules, c) for c in classes.unbind(dim=1)], dim=1)
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> ModelOutput:
         """Scores are the capsule lengths. The decoder sees the true class's capsule in training
-        (targets given) and the predicted class's otherwise, as in the paper."""
+        (targets given) and the predicted class's otherwise, as in the paper.
+
+        MultiMNIST (3-channel images, see `split_input`; B×2 targets): T_k = 1 for both present classes
+        in the margin loss, and each digit is reconstructed from its own class capsule against its own
+        shifted image: 0.0005 × (SSE₁ + SSE₂), as the official capsule_model.py `_remake` adds one
+        0.0005·SSE per target."""
+        images, digits = split_input(images)
         capsules = self.digit_capsules(images)
         lengths = capsules.norm(dim=-1)
         reconstruction = None
         if self.decoder is not None:
-            classes = targets if targets is not None else lengths.argmax(dim=1)
-            reconstruction = self.decoder(capsules, classes)
+            classes = targets if targets is not None else predicted_classes(lengths, self.num_targets)
+            reconstruction = self.decode(capsules, classes)
         if targets is None:
             return ModelOutput(lengths, capsules=capsules, reconstruction=reconstruction)
         margin = margin_loss(lengths, targets)
         if reconstruction is None:
             return ModelOutput(lengths, self.margin_weight * margin, margin, capsules=capsules)
-        recon = reconstruction_loss(reconstruction, images)
+        recon = reconstruction_loss(reconstruction, images if digits is None else digits)
         loss = self.margin_weight * margin + RECONSTRUCTION_WEIGHT * recon
         return ModelOutput(lengths, loss, margin, recon, capsules, reconstruction)
 
@@ -219,18 +270,66 @@ class BaselineCNN(nn.Module):
         return ModelOutput(logits, loss)
 
 
+class PooledCNN(nn.Module):
+    """The baseline of the paper's other experiments. Section 6 (MultiMNIST): "two convolutional layers
+    and two fully connected layers on top of them. The first layer has 512 convolution kernels of size
+    9×9 and stride 1. The second layer has 256 kernels of size 5×5 and stride 1. After each
+    convolutional layer the model has a pooling layer of size 2×2 and stride 2. The third layer is a
+    1024D fully connected layer. All three layers have ReLU non-linearities. The final layer of 10
+    units is fully connected", trained with a sigmoid cross-entropy loss. 'Same' padding as in the
+    official models/conv_model.py (which has 5×5 kernels in both layers): on 36×36 this is 24,563,978
+    parameters, the paper's 24.56M (5×5 would give 24.54M).
+
+    With one target (expanded MNIST, section 5.2: "a traditional convolutional model with MaxPooling
+    and DropOut") the same network with dropout before the last layer and a softmax cross-entropy.
+    With B×k targets the loss is the sigmoid cross-entropy against T_k = 1 for each present class
+    (the official layers.py `evaluate` divides the multi-hot labels by 2; the paper does not say)."""
+
+    def __init__(self, image_size: int = 36, dropout: float = 0.0):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 512, 9, padding=4), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2, ceil_mode=True),
+            nn.Conv2d(512, 256, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2, ceil_mode=True),
+        )
+        side = math.ceil(math.ceil(image_size / 2) / 2)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(256 * side * side, 1024), nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(1024, NUM_CLASSES),
+        )
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> ModelOutput:
+        images, _ = split_input(images)
+        logits = self.classifier(self.features(images)).float()
+        if targets is None:
+            return ModelOutput(logits)
+        if targets.dim() == 1:
+            return ModelOutput(logits, F.cross_entropy(logits, targets))
+        present = F.one_hot(targets, NUM_CLASSES).amax(dim=1).to(logits.dtype)
+        return ModelOutput(logits, F.binary_cross_entropy_with_logits(logits, present, reduction="sum") / len(logits))
+
+
 def build_model(model: str = "capsnet", routing_iterations: int = 3, reconstruction: bool = True,
-                detach_routing: bool = False, **capsnet_options) -> nn.Module:
+                detach_routing: bool = False, image_size: int = IMAGE_SIZE, num_targets: int = 1,
+                **capsnet_options) -> nn.Module:
+    """The CapsNet, or the baseline for the input: Table 1's CNN on 28×28, the pooled CNN of the paper's
+    other experiments on larger inputs (dropout 0.5 with one target, none on MultiMNIST, as described)."""
     if model == "capsnet":
-        return CapsNet(routing_iterations, reconstruction, detach_routing, **capsnet_options)
+        return CapsNet(routing_iterations, reconstruction, detach_routing, image_size=image_size,
+                       num_targets=num_targets, **capsnet_options)
     if model == "baseline":
-        return BaselineCNN()
+        if image_size == IMAGE_SIZE:
+            return BaselineCNN()
+        return PooledCNN(image_size, dropout=0.0 if num_targets > 1 else 0.5)
     raise ValueError(f"unknown model {model!r}; choose capsnet or baseline")
 
 
 def model_for(config) -> nn.Module:
-    """The untrained model that a TrainConfig describes."""
+    """The untrained model that a TrainConfig describes, built for the input its dataset declares."""
+    info = dataset_info(config.dataset)
     return build_model(config.model, config.routing_iterations, config.reconstruction, config.detach_routing,
+                       image_size=info.image_size, num_targets=info.targets,
                        digit_bias=config.digit_bias, primary_capsules=config.primary_capsules, init=config.init,
                        margin_weight=MARGIN_WEIGHTS[config.loss_scaling])
 

@@ -111,3 +111,19 @@ def trained_run(configuration: str, runs_dir: str | Path = "scratch/runs", resul
     say(f"Run **{run.folder.name}** ({chosen}), epoch {trained.epoch}: test error **{result.error_percent:.2f}%** "
         f"({len(result.misclassified):,} of {len(result.labels):,} test images misclassified, float32 inference).")
     return trained
+
+
+def study(name: str, seeds, profile: str = "auto", runs_dir: str | Path = "scratch/runs",
+          results_dir: str | Path = "scratch/results", device: str = "auto", progress: bool = False) -> list:
+    """Train (or resume, or just read back) every run of study `name` (capslib/studies.py: multimnist,
+    affine, ...) sized by `profile`, checkpoints in runs_dir/<name>/<run>, logs in
+    results_dir/<name>/<run>; return the runs. Says what it chose. `make` trains them first, with a
+    sweep over the GPUs; then this only reads them."""
+    from .studies import study_runs
+
+    chosen = resolve_profile(profile, resolve_device(device)).name
+    configs = study_runs(name, list(seeds), Path(runs_dir), Path(results_dir), chosen, device=device)
+    say(f"**{name}**: {len(configs)} runs ({', '.join(Path(c.log_dir).name for c in configs)}), profile "
+        f"**{chosen}**: {configs[0].epochs} epochs of {configs[0].train_subset or 'all'} training images at batch "
+        f"{configs[0].batch_size}; logs in `{Path(results_dir) / name}`.")
+    return [train(config, resume=True, progress=progress) for config in configs]

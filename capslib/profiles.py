@@ -8,6 +8,10 @@ the notebooks take a `profile` parameter and the Makefile passes PROFILE.
            it learns nothing)
     auto   full with a CUDA GPU, quick without
 
+The paper's other experiments (MultiMNIST 36×36, expanded MNIST 40×40: 3–4× the work per image of
+MNIST, and baselines of 25–30M parameters) have their own quick and tiny sizes (GENERATED_PROFILES);
+their full size is each study's own (capslib/studies.py).
+
 A size given explicitly (a notebook's epochs, batch_size, train_subset, test_subset; make EPOCHS=…)
 overrides the profile's.
 """
@@ -28,6 +32,7 @@ class Profile:
     batch_size: int
     train_subset: int | None  # None: all training images
     test_subset: int | None   # None: all test images
+    test_pairs: int | None = None  # MultiMNIST pairs per test image; None: TrainConfig's (the paper's 1,000)
 
     def describe(self) -> str:
         train = f"{self.train_subset:,}" if self.train_subset else "all"
@@ -41,13 +46,18 @@ PROFILES = {
     "quick": Profile("quick", epochs=2, batch_size=32, train_subset=1000, test_subset=500),
     "tiny": Profile("tiny", epochs=1, batch_size=128, train_subset=256, test_subset=100),
 }
+GENERATED_PROFILES = {  # on a 2-core CPU a CapsNet trains ~10 such images a second
+    "quick": Profile("quick", epochs=2, batch_size=32, train_subset=300, test_subset=100, test_pairs=2),
+    "tiny": Profile("tiny", epochs=1, batch_size=32, train_subset=40, test_subset=10, test_pairs=2),
+}
 CHOICES = ("auto", *PROFILES)
 
 
-def resolve_profile(name: str, device: torch.device | str) -> Profile:
-    """The profile called `name`; "auto" is full on a CUDA device and quick otherwise."""
+def resolve_profile(name: str, device: torch.device | str, generated: bool = False) -> Profile:
+    """The profile called `name`; "auto" is full on a CUDA device and quick otherwise. `generated`: the
+    sizes for the paper's other experiments (MultiMNIST, expanded MNIST)."""
     if name == "auto":
         name = "full" if torch.device(device).type == "cuda" else "quick"
     if name not in PROFILES:
         raise CapslibError(f"profile must be one of {', '.join(CHOICES)}, got {name!r}")
-    return PROFILES[name]
+    return GENERATED_PROFILES.get(name, PROFILES[name]) if generated else PROFILES[name]

@@ -41,6 +41,7 @@ METRICS, RUN_INFO = "metrics.csv", "run.json"
 COLUMNS = ["epoch", "step", "lr", "train_loss", "train_margin_loss", "train_reconstruction_loss", "train_accuracy",
            "validation_loss", "validation_accuracy", "validation_error",
            "test_loss", "test_margin_loss", "test_reconstruction_loss", "test_accuracy", "test_error",
+           "affine_accuracy", "affine_error",  # expanded MNIST only: the affNIST-style generated test set
            "epoch_seconds", "train_images_per_second", "wall_seconds"]
 
 

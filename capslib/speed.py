@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .errors import CapslibError
+from .model import is_correct
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def step_statistics(output, targets: torch.Tensor) -> torch.Tensor:
     """[loss, margin loss, reconstruction loss, correct predictions] of one batch; absent parts 0."""
     zero = output.loss.new_zeros(())
     parts = [output.loss, output.margin_loss, output.reconstruction_loss]
-    correct = (output.scores.argmax(dim=1) == targets).sum().to(zero.dtype)
+    correct = is_correct(output.scores, targets).sum().to(zero.dtype)
     return torch.stack([(p if p is not None else zero).detach().float() for p in parts] + [correct])
 
 
@@ -148,10 +149,11 @@ class GraphedTrainStep(TrainStep):
 
     WARMUP_STEPS = 3
 
-    def __init__(self, model, optimizer, path, device, batch_size: int, image_shape=(1, 28, 28)):
+    def __init__(self, model, optimizer, path, device, batch_size: int, image_shape=(1, 28, 28), num_targets: int = 1):
         super().__init__(model, optimizer, path, device)
         self.images = prepare_images(torch.rand(batch_size, *image_shape, device=device), path)
-        self.targets = torch.arange(batch_size, device=device) % 10
+        labels = torch.arange(batch_size, device=device)
+        self.targets = labels % 10 if num_targets == 1 else torch.stack([(labels + i) % 10 for i in range(num_targets)], 1)
         saved = _snapshot(model, optimizer)
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
@@ -173,9 +175,10 @@ class GraphedTrainStep(TrainStep):
         return self.statistics
 
 
-def make_train_step(model, optimizer, path: SpeedPath, device: torch.device, batch_size: int) -> TrainStep:
+def make_train_step(model, optimizer, path: SpeedPath, device: torch.device, batch_size: int,
+                    image_shape=(1, 28, 28), num_targets: int = 1) -> TrainStep:
     if path.cuda_graph:
-        return GraphedTrainStep(model, optimizer, path, device, batch_size)
+        return GraphedTrainStep(model, optimizer, path, device, batch_size, image_shape, num_targets)
     return TrainStep(model, optimizer, path, device)
 
 

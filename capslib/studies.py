@@ -7,6 +7,12 @@
     official   the official recipe at its full length (300,000 steps of 128), with the same split
     table1     Table 1's five configurations and Fashion-MNIST (routing 3 + reconstruction) with the
                paper recipe for 40 epochs, with the same split: the study's runs, scored honestly
+    multimnist section 6: CapsNet (routing 3 + reconstruction of both digits) and the pooled baseline
+               CNN on MultiMNIST, scored on the fixed generated test set (1,000 pairs per test image)
+    affine     section 5.2: CapsNet and the baseline on expanded MNIST (40×40, shifts up to 6 px) with
+               the official validation split, every epoch scored on validation, the expanded test set
+               and the affNIST-style generated set (tables.matched_accuracy compares them at a matched
+               accuracy)
 
 `capslib sweep STUDY --jobs N` trains a set, N runs at a time; on a GPU machine each run claims a
 GPU that no other run holds (gpus.py), so N = the number of GPUs fills the machine. Every run
@@ -24,13 +30,20 @@ from pathlib import Path
 
 from .config import COMPONENTS, RECIPES, TrainConfig
 from .errors import CapslibError
-from .profiles import PROFILES, resolve_profile
+from .profiles import resolve_profile
 from .runs import read_run, run_name, summary_line
 
 OFFICIAL_SPLIT = 10_000      # mnist_shift.py MNIST_RANGE: valid_test is the first 10,000 training images
 OFFICIAL_STEPS = 300_000     # the official README's --max_steps=300000
 ABLATION_EPOCHS = 60         # the ablation's length: see README "Where the 0.25% comes from"
-STUDY_NAMES = ("ablation", "official", "table1")
+# The paper's other experiments. Budget (README, "The paper's other experiments"): MultiMNIST 100 epochs
+# of 60,000 fresh pairs (6M pairs seen; the paper's fixed set has 60M), scored every 50 epochs on the
+# 10M test pairs (each scoring ~2 GPU-minutes); expanded MNIST 100 epochs of 50,000 images, scored every epoch (the matched-accuracy
+# rule needs every evaluation).
+MULTIMNIST_EPOCHS, MULTIMNIST_EVAL_EVERY = 100, 50
+AFFINE_EPOCHS = 100
+STUDY_NAMES = ("ablation", "official", "table1", "multimnist", "affine")
+GENERATED_STUDIES = ("multimnist", "affine")
 # Table 1's rows (paper, Table 1) as (dataset, model, routing iterations, reconstruction), and Fashion-MNIST.
 # (The baseline ignores the last two; they keep TrainConfig's defaults.)
 TABLE1 = [("mnist", "baseline", 3, True), ("mnist", "capsnet", 1, False), ("mnist", "capsnet", 1, True),
@@ -70,29 +83,48 @@ def table1_configs(seeds, **common) -> list[TrainConfig]:
             for seed in seeds for dataset, model, routing, reconstruction in TABLE1]
 
 
-def profile_sizes(name: str) -> dict:
+def multimnist_configs(seeds, **common) -> list[TrainConfig]:
+    """CapsNet (routing 3, reconstruction) and the baseline on MultiMNIST, for every seed; no
+    validation split (the paper scores the test set; each run's final error is its result)."""
+    fields = {"epochs": MULTIMNIST_EPOCHS, "eval_every": MULTIMNIST_EVAL_EVERY, **common,
+              "dataset": "multimnist", "validation_size": 0}
+    return [TrainConfig(**{**fields, "model": model, "seed": seed}) for seed in seeds for model in ("capsnet", "baseline")]
+
+
+def affine_configs(seeds, **common) -> list[TrainConfig]:
+    """CapsNet (routing 3, reconstruction) and the baseline on expanded MNIST, for every seed, with the
+    official validation split, evaluated every epoch."""
+    fields = {"epochs": AFFINE_EPOCHS, "validation_size": OFFICIAL_SPLIT, **common, "dataset": "mnist-expanded",
+              "eval_every": 1}
+    return [TrainConfig(**{**fields, "model": model, "seed": seed}) for seed in seeds for model in ("capsnet", "baseline")]
+
+
+def profile_sizes(name: str, generated: bool = False) -> dict:
     """The run sizes of a profile (profiles.py) for a sweep: none for `full` (each study keeps its own
     length), else the profile's epochs, batch and subsets, holding a sixth of the training images out
-    for validation as the official split does (10,000 of 60,000)."""
+    for validation as the official split does (10,000 of 60,000). `generated`: the sizes of the
+    paper's other experiments (profiles.GENERATED_PROFILES)."""
     if name == "full":
         return {}
-    profile = PROFILES[name] if name in PROFILES else resolve_profile(name, "cpu")
+    profile = resolve_profile(name, "cpu", generated)
     train = profile.train_subset or 60_000
-    return {"epochs": profile.epochs, "batch_size": profile.batch_size, "train_subset": profile.train_subset,
-            "test_subset": profile.test_subset, "validation_size": train // 6}
+    sizes = {"epochs": profile.epochs, "batch_size": profile.batch_size, "train_subset": profile.train_subset,
+             "test_subset": profile.test_subset, "validation_size": train // 6}
+    return sizes if profile.test_pairs is None else {**sizes, "test_pairs": profile.test_pairs}
 
 
 def study_runs(studies: str, seeds, runs_dir: Path, results_dir: Path, profile: str = "full",
                **common) -> list[TrainConfig]:
     """The configs of one or more studies ('official,ablation': in that order), sized by `profile`,
     each with its checkpoint folder runs_dir/<study>/<run> and its logs in results_dir/<study>/<run>."""
-    builders = {"ablation": ablation_configs, "official": official_configs, "table1": table1_configs}
-    common = {**profile_sizes(profile), **common}
+    builders = {"ablation": ablation_configs, "official": official_configs, "table1": table1_configs,
+                "multimnist": multimnist_configs, "affine": affine_configs}
     configs = []
     for study in studies.split(","):
         if study not in builders:
             raise CapslibError(f"unknown study {study!r}; choose from {', '.join(STUDY_NAMES)}")
-        for config in builders[study](seeds, **common):
+        sizes = {**profile_sizes(profile, study in GENERATED_STUDIES), **common}
+        for config in builders[study](seeds, **sizes):
             name = run_name(config)
             config.ckpt_dir = str(Path(runs_dir) / study / name)
             config.logs_dir = str(Path(results_dir) / study / name)

@@ -15,9 +15,10 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, resume_conflicts
-from .data import epoch_data, load_dataset, to_tensors
+from .data import load_dataset, to_tensors
 from .errors import CapslibError, RunFolderError, TrainingDiverged
-from .evaluate import evaluate
+from .evaluate import evaluate_set
+from .generated import epoch_examples, example_shape, scored_sets
 from .gpus import claim_device
 from .model import count_parameters, model_for
 from .provenance import provenance
@@ -93,13 +94,13 @@ def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadlin
             "sessions": sessions + [{**provenance(device), "start_epoch": start_epoch}], "status": "running"}
     write_run_info(log_dir, info)
     train_x, train_y = to_tensors(data.train_images, data.train_labels, device)
-    scored = {"test": to_tensors(data.test_images, data.test_labels, device)}
-    if data.validation_images is not None:
-        scored["validation"] = to_tensors(data.validation_images, data.validation_labels, device)
-    step = make_train_step(model, optimizer, path, device, config.batch_size)
+    scored = scored_sets(config, data, device)  # generated on the device for multimnist and mnist-expanded
+    shape = example_shape(config)
+    step = make_train_step(model, optimizer, path, device, config.batch_size, shape,
+                           1 if shape[0] == 1 else shape[0] - 1)
     info["setup_seconds"] = round(time.perf_counter() - started, 2)
     log(f"{config.model} ({config.variant()}) on {config.dataset} ({len(train_x)} train / "
-        f"{config.validation_size} validation / {len(scored['test'][0])} test images), "
+        f"{len(scored['validation']) if 'validation' in scored else 0} validation / {len(scored['test'])} test examples), "
         f"{info['parameters']:,} parameters, {info['sessions'][-1]['device']}, speed path {path.name}")
 
     wall_before = history[-1]["wall_seconds"] if history else 0.0
@@ -139,7 +140,7 @@ def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadlin
 
 
 def _train_epoch(step, optimizer, config, path, epoch, train_x, train_y, progress) -> dict:
-    images, labels = epoch_data(train_x, train_y, config.seed, epoch, config.max_shift, config.augmentation)
+    images, labels = epoch_examples(config, train_x, train_y, epoch)
     images = prepare_images(images, path)
     steps, batch = len(images) // config.batch_size, config.batch_size  # the ragged last batch is dropped
     first_step = epoch * steps
@@ -166,13 +167,17 @@ def _train_epoch(step, optimizer, config, path, epoch, train_x, train_y, progres
 
 
 def _evaluate(model, scored: dict, config: TrainConfig, path) -> dict:
-    """The test (and validation) columns of a metrics row."""
-    row = {}
-    for split in ("validation", "test"):
+    """The test (and validation, and affine) columns of a metrics row."""
+    row = {"affine_accuracy": None, "affine_error": None}
+    for split in ("validation", "test", "affine"):
         if split not in scored:
-            row.update({f"{split}_{k}": None for k in ("loss", "accuracy", "error")})
+            if split != "affine":
+                row.update({f"{split}_{k}": None for k in ("loss", "accuracy", "error")})
             continue
-        result = evaluate(model, *scored[split], config.eval_batch_size, path)
+        result = evaluate_set(model, scored[split], config.eval_batch_size, path)
+        if split == "affine":
+            row.update({"affine_accuracy": result.accuracy, "affine_error": result.error_percent})
+            continue
         row.update({f"{split}_loss": result.loss, f"{split}_accuracy": result.accuracy,
                     f"{split}_error": result.error_percent})
         if split == "test":
@@ -201,8 +206,9 @@ def _log_scalars(writer: SummaryWriter, row: dict) -> None:
 
 def _epoch_line(row: dict, epochs: int) -> str:
     validation = f"val acc {row['validation_accuracy']:.2%}  " if row.get("validation_accuracy") is not None else ""
+    affine = f"affine acc {row['affine_accuracy']:.2%}  " if row.get("affine_accuracy") is not None else ""
     return (f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.2e}  train loss {row['train_loss']:.4f}  "
-            f"train acc {row['train_accuracy']:.2%}  {validation}test acc {row['test_accuracy']:.2%}  "
+            f"train acc {row['train_accuracy']:.2%}  {validation}test acc {row['test_accuracy']:.2%}  {affine}"
             f"({row['epoch_seconds']:.1f} s, {row['train_images_per_second']:,.0f} img/s)")
 
 

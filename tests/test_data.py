@@ -136,7 +136,10 @@ def test_registry_classes():
     fashion = D.dataset_info("fashion-mnist")
     assert len(fashion.classes) == 10
     assert fashion.classes[0] == "T-shirt/top" and fashion.classes[-1] == "Ankle boot"
-    assert set(D.DATASETS) == {"mnist", "fashion-mnist"}
+    assert set(D.DATASETS) == {"mnist", "fashion-mnist", "multimnist", "mnist-expanded"}
+    for generated, size in (("multimnist", 36), ("mnist-expanded", 40)):  # made from MNIST's IDX files
+        info = D.dataset_info(generated)
+        assert info.default_root == D.dataset_info("mnist").default_root and info.image_size == size
 
 
 def test_classes_property(real):

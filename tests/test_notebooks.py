@@ -31,7 +31,7 @@ from capslib import tables as T
 from PIL import Image
 
 from capslib.lab import NOTEBOOK_METADATA, keep_committed_metadata
-from capslib.profiles import PROFILES
+from capslib.profiles import GENERATED_PROFILES, PROFILES
 
 pytestmark = pytest.mark.notebooks
 
@@ -40,7 +40,7 @@ SOURCES = sorted((REPO / "notebooks").glob("*.ipynb"))
 TRAIN_RUNS = ["mnist_routing1_norecon_seed1", "mnist_routing3_recon_seed1", "mnist_baseline_seed1",
               "fashion-mnist_routing3_recon_seed1"]
 REPORTED = ["01_data_mnist", "01_data_fashion-mnist", "03_reconstruct_mnist", "04_perturb_mnist", "05_fashion",
-            "06_summary", "07_ablation"]
+            "06_summary", "07_ablation", "08_multimnist", "09_affine"]
 EXECUTED = REPORTED + [f"train/{run}" for run in TRAIN_RUNS]
 FIGURES = {  # name -> exact size in pixels, where the layout fixes it
     "mnist_samples.png": None, "fashion-mnist_samples.png": None,
@@ -51,6 +51,8 @@ FIGURES = {  # name -> exact size in pixels, where the layout fixes it
     "fashion-mnist_accuracy.png": (1350, 825), "fashion-mnist_loss.png": (1350, 825),
     "fashion-mnist_reconstructions.png": (1920, 780), "fashion-mnist_perturbations.png": (1990, 1296),
     "fashion-mnist_confusion.png": None, "ablation.png": None, "official_accuracy.png": None,
+    "multimnist_accuracy.png": None, "multimnist_reconstructions.png": None, "affine_accuracy.png": None,
+    "affine_samples.png": None,
 }
 RUN_COLUMNS, SUMMARY_COLUMNS = T.RUN_COLUMNS, T.SUMMARY_COLUMNS
 CONFIGURATIONS = {("mnist", "routing 1, no reconstruction"), ("mnist", "routing 3, reconstruction"),
@@ -309,10 +311,32 @@ def test_committed_notebook_has_one_parameters_cell_of_literals(path):
         ast.literal_eval(statement.value)  # raises ValueError unless a literal
 
 
-def test_seven_committed_notebooks():
+def test_nine_committed_notebooks():
     assert [p.name for p in SOURCES] == ["01_data.ipynb", "02_train.ipynb", "03_reconstruct.ipynb",
                                          "04_perturb.ipynb", "05_fashion.ipynb", "06_summary.ipynb",
-                                         "07_ablation.ipynb"]
+                                         "07_ablation.ipynb", "08_multimnist.ipynb", "09_affine.ipynb"]
+
+
+def test_other_experiments_tables_and_runs(study, results):
+    # make multimnist / affine: a sweep of both models at the tiny generated size, then their notebooks
+    tiny = GENERATED_PROFILES["tiny"]
+    for name, dataset in (("multimnist", "multimnist"), ("affine", "mnist-expanded")):
+        runs = sorted(p.name for p in (results / name).iterdir() if p.is_dir())
+        assert runs == [f"{dataset}_baseline_seed1", f"{dataset}_routing3_recon_seed1"]
+        for run in runs:
+            config = json.loads((results / name / run / "run.json").read_text())["config"]
+            assert (config["epochs"], config["batch_size"], config["train_subset"], config["test_subset"]) == (
+                tiny.epochs, tiny.batch_size, tiny.train_subset, tiny.test_subset)
+            assert (study / "runs" / name / run / "last.pt").is_file()
+    multimnist = pd.read_csv(results / "tables" / "multimnist.csv")
+    assert set(multimnist.configuration) == {"routing 3, reconstruction", "baseline CNN"}
+    assert set(multimnist.paper_error) == {5.2, 8.1}
+    metrics = pd.read_csv(results / "multimnist" / "multimnist_routing3_recon_seed1" / "metrics.csv")
+    assert metrics.test_accuracy.notna().all() and metrics.affine_accuracy.isna().all()
+    affine = pd.read_csv(results / "tables" / "affine.csv")
+    assert len(affine) == 2 and affine.final_affine_accuracy.between(0, 100).all()
+    metrics = pd.read_csv(results / "affine" / "mnist-expanded_routing3_recon_seed1" / "metrics.csv")
+    assert metrics.affine_accuracy.notna().all() and metrics.validation_accuracy.notna().all()
 
 
 def test_ablation_tables(results):

@@ -80,13 +80,13 @@ def test_resume_refuses_a_different_setup(tmp_path):
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real_epoch_data = train_module.epoch_data
+    real_epoch_examples = train_module.epoch_examples
 
-    def poisoned(images, labels, seed, epoch, max_shift, augmentation):
-        images, labels = real_epoch_data(images, labels, seed, epoch, max_shift, augmentation)
+    def poisoned(config, images, labels, epoch):
+        images, labels = real_epoch_examples(config, images, labels, epoch)
         return (images * float("nan") if epoch == 1 else images), labels
 
-    monkeypatch.setattr(train_module, "epoch_data", poisoned)
+    monkeypatch.setattr(train_module, "epoch_examples", poisoned)
     with pytest.raises(TrainingDiverged, match="epoch 2: loss is nan"):
         train(small(tmp_path, epochs=3), **QUIET)
     assert checkpoint.load_checkpoint(tmp_path / "run")["epoch"] == 1
