@@ -40,7 +40,7 @@ image gets one random affine map (rotation, shear, independent x and y scales, i
 below, applied about the digit's centre, bilinear resampling) and is placed at a random position in
 the 40×40 frame at which its ink's bounding box lies inside the frame. It is labelled "affNIST-style,
 generated" in every table: it is not affNIST (one transform per image, not 32; our own resampling
-and ranges, which are the affNIST page's as we read them, not its exact transforms), so its numbers
+and ranges, written from memory of the affNIST page and not yet verified, not its exact transforms), so its numbers
 are comparable between our models, not with the paper's 79% / 66%.
 """
 
