@@ -12,7 +12,6 @@ Every training default is TrainConfig's (config.py): a flag left out takes the v
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
@@ -81,13 +80,11 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _data_flags(p: argparse.ArgumentParser, dataset_default: str | None) -> None:
+def _data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mnist-root-path", "--data-root", dest="data_root", type=existing_folder, metavar="DIR",
                    help="folder with the four IDX files (default: the repository's data/<dataset>)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the MD5 check of the data files (for other copies of the datasets)")
-    if dataset_default:
-        p.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default=dataset_default)
 
 
 def _inference_flags(p: argparse.ArgumentParser) -> None:
@@ -98,7 +95,7 @@ def _inference_flags(p: argparse.ArgumentParser) -> None:
                         "carries its model's definition, so no .meta graph file is needed")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     p.add_argument("--test-subset", type=positive_int, metavar="N", help="use only the first N test images")
-    _data_flags(p, dataset_default=None)
+    _data_flags(p)
 
 
 def _result_flags(p: argparse.ArgumentParser, suffix: str, required: bool) -> None:
@@ -124,6 +121,8 @@ TRAINING_FLAGS = [
     (("--seed",), "seed", dict(type=seed_int)),
     (("--train-subset",), "train_subset", dict(type=positive_int, metavar="N", help="first N training images")),
     (("--test-subset",), "test_subset", dict(type=positive_int, metavar="N", help="first N test images")),
+    (("--test-pairs",), "test_pairs", dict(type=positive_int, metavar="N",
+                                           help="MultiMNIST: generated test pairs per test image")),
     (("--validation-size",), "validation_size",
      dict(type=non_negative_int, metavar="N", help="hold the first N training images out for validation")),
     (("--eval-every",), "eval_every", dict(type=positive_int, metavar="N", help="evaluate every N epochs")),
@@ -147,7 +146,7 @@ TRAINING_FLAGS = [
 
 def _training_flags(p: argparse.ArgumentParser, recipe: bool = True) -> None:
     """The training flags, each defaulting to None ("the recipe's value", shown in --help)."""
-    _data_flags(p, dataset_default=None)
+    _data_flags(p)
     if recipe:
         p.add_argument("--recipe", choices=tuple(RECIPES), default="paper",
                        help="preset of the choices where the paper and the official code differ (default paper)")
@@ -160,13 +159,17 @@ def _training_flags(p: argparse.ArgumentParser, recipe: bool = True) -> None:
         p.add_argument(*flags, dest=field, default=None, help=help_text, **options)
 
 
-def config_from_args(args, **fields):
-    """The TrainConfig of parsed train/sweep flags: the recipe's values, then every flag given."""
+def given_fields(args) -> dict:
+    """The TrainConfig fields that train/sweep flags set explicitly (the rest keep the recipe's)."""
     given = {field: getattr(args, field) for _, field, _ in TRAINING_FLAGS if getattr(args, field) is not None}
     if args.data_root:
         given["data_root"] = str(args.data_root)
-    given["verify_checksums"] = args.verify
-    return TrainConfig.from_recipe(getattr(args, "recipe", "paper"), **{**given, **fields})
+    return {**given, "verify_checksums": args.verify}
+
+
+def config_from_args(args, **fields):
+    """The TrainConfig of parsed train flags: the recipe's values, then every flag given."""
+    return TrainConfig.from_recipe(args.recipe, **{**given_fields(args), **fields})
 
 
 def build_parser() -> Parser:
@@ -249,11 +252,8 @@ def run_sweep(args) -> int:
         seeds = [seed_int(s) for s in args.seeds.split(",")]
     except argparse.ArgumentTypeError:
         raise CapslibError(f"--seeds: expected comma-separated seeds, got {args.seeds!r}") from None
-    overrides = {field: getattr(args, field) for _, field, _ in TRAINING_FLAGS if getattr(args, field) is not None}
-    if args.data_root:
-        overrides["data_root"] = str(args.data_root)
-    overrides["verify_checksums"] = args.verify
-    configs = study_runs(args.study, seeds, Path(args.runs_dir), Path(args.results_dir), args.profile, **overrides)
+    configs = study_runs(args.study, seeds, Path(args.runs_dir), Path(args.results_dir), args.profile,
+                         **given_fields(args))
     if args.only:
         names = {Path(c.log_dir).name for c in configs}
         unknown = [name for name in args.only if name not in names]

@@ -15,21 +15,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import dataset_info
+from .data import IMAGE_SIZE, NUM_CLASSES, dataset_info
 from .losses import MARGIN_WEIGHTS, margin_loss, reconstruction_loss
 
-NUM_CLASSES = 10
-PRIMARY_TYPES, PRIMARY_DIM, PRIMARY_GRID = 32, 8, 6   # 32 channels of 8D capsules on a 6×6 grid
-NUM_PRIMARY = PRIMARY_TYPES * PRIMARY_GRID * PRIMARY_GRID  # 1152
-IMAGE_SIZE = 28
+PRIMARY_TYPES, PRIMARY_DIM = 32, 8  # 32 channels of 8D capsules at every grid position
+DIGIT_DIM = 16
+RECONSTRUCTION_WEIGHT = 0.0005  # the paper's scale-down of the sum of squared errors
 
 
 def primary_grid(image_size: int) -> int:
     """The PrimaryCaps grid side: conv1 9×9 (valid) then 9×9 stride 2 (valid). 28 → 6, 36 → 10
     (MultiMNIST: 3,200 primary capsules), 40 → 12 (expanded MNIST: 4,608)."""
     return (image_size - 8 - 9) // 2 + 1
-DIGIT_DIM = 16
-RECONSTRUCTION_WEIGHT = 0.0005  # the paper's scale-down of the sum of squared errors
+
+
+NUM_PRIMARY = PRIMARY_TYPES * primary_grid(IMAGE_SIZE) ** 2  # 1152 for MNIST's 28×28
 
 
 class ModelOutput(NamedTuple):

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, resume_conflicts
-from .data import load_dataset, to_tensors
+from .data import dataset_info, load_dataset, to_tensors
 from .errors import CapslibError, RunFolderError, TrainingDiverged
 from .evaluate import evaluate_set
 from .generated import epoch_examples, example_shape, scored_sets
@@ -97,7 +97,7 @@ def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadlin
     scored = scored_sets(config, data, device)  # generated on the device for multimnist and mnist-expanded
     shape = example_shape(config)
     step = make_train_step(model, optimizer, path, device, config.batch_size, shape,
-                           1 if shape[0] == 1 else shape[0] - 1)
+                           dataset_info(config.dataset).targets)
     info["setup_seconds"] = round(time.perf_counter() - started, 2)
     log(f"{config.model} ({config.variant()}) on {config.dataset} ({len(train_x)} train / "
         f"{len(scored['validation']) if 'validation' in scored else 0} validation / {len(scored['test'])} test examples), "
@@ -167,21 +167,16 @@ def _train_epoch(step, optimizer, config, path, epoch, train_x, train_y, progres
 
 
 def _evaluate(model, scored: dict, config: TrainConfig, path) -> dict:
-    """The test (and validation, and affine) columns of a metrics row."""
-    row = {"affine_accuracy": None, "affine_error": None}
-    for split in ("validation", "test", "affine"):
-        if split not in scored:
-            if split != "affine":
-                row.update({f"{split}_{k}": None for k in ("loss", "accuracy", "error")})
-            continue
-        result = evaluate_set(model, scored[split], config.eval_batch_size, path)
-        if split == "affine":
-            row.update({"affine_accuracy": result.accuracy, "affine_error": result.error_percent})
-            continue
-        row.update({f"{split}_loss": result.loss, f"{split}_accuracy": result.accuracy,
-                    f"{split}_error": result.error_percent})
+    """The validation, test (and affine) columns of a metrics row; None for a set the run lacks."""
+    row = {f"{split}_{k}": None for split in ("validation", "test") for k in ("loss", "accuracy", "error")}
+    row.update(affine_accuracy=None, affine_error=None)
+    for split, examples in scored.items():
+        result = evaluate_set(model, examples, config.eval_batch_size, path)
+        row.update({f"{split}_accuracy": result.accuracy, f"{split}_error": result.error_percent})
+        if split != "affine":  # the affine set is scored for accuracy alone
+            row[f"{split}_loss"] = result.loss
         if split == "test":
-            row.update({"test_margin_loss": result.margin_loss, "test_reconstruction_loss": result.reconstruction_loss})
+            row.update(test_margin_loss=result.margin_loss, test_reconstruction_loss=result.reconstruction_loss)
     return row
 
 
@@ -189,8 +184,6 @@ def _is_best(history: list[dict]) -> bool:
     """Whether the newest evaluation is the one best.pt should hold: the run's selected checkpoint
     (lowest validation error, the latest of ties) or, without a validation split, the highest test
     accuracy so far (selected on the test set: for figures, never for reported errors)."""
-    import pandas as pd
-
     chosen = selection(pd.DataFrame(history))
     epoch = chosen["selected_epoch"] if chosen["selected_epoch"] is not None else chosen["best_epoch"]
     return epoch == history[-1]["epoch"]

@@ -394,7 +394,8 @@ def test_study_dir_with_a_space_is_one_make_error(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # a newcomer: a fresh clone, every notebook run from notebooks/ with its defaults
 
-NEWCOMER_ORDER = ["01_data", "02_train", "03_reconstruct", "04_perturb", "05_fashion", "06_summary"]
+NEWCOMER_ORDER = ["01_data", "02_train", "03_reconstruct", "04_perturb", "05_fashion", "06_summary", "07_ablation",
+                  "08_multimnist", "09_affine"]
 
 
 def git(folder: Path, *args: str) -> str:
@@ -472,7 +473,9 @@ def test_newcomer_leaves_every_tracked_file_unchanged(newcomer):
     assert {"mnist_samples.png", "mnist_reconstructions.png", "mnist_perturbations.png", "mnist_routing.png",
             "mnist_coupling_entropy.png", "fashion-mnist_reconstructions.png", "mnist_accuracy.png"} <= figures
     assert sorted(p.name for p in (clone / "scratch" / "runs").iterdir()) == [
-        "fashion-mnist_routing3_recon_seed1", "mnist_routing1_norecon_seed1", "mnist_routing3_recon_seed1"]
+        "affine", "fashion-mnist_routing3_recon_seed1", "mnist_routing1_norecon_seed1", "mnist_routing3_recon_seed1",
+        "multimnist"]
+    assert {"ablation.png", "official_accuracy.png"} <= figures  # 07 reads the committed logs, writes here
 
 
 def test_newcomer_writes_nothing_into_the_checkout_capslib_comes_from(newcomer):
