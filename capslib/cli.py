@@ -246,7 +246,8 @@ def run_train(args) -> None:
 
 
 def run_sweep(args) -> int:
-    from .studies import study_runs, sweep
+    from .speed import resolve_device
+    from .studies import finished_run, study_runs, sweep
 
     try:
         seeds = [seed_int(s) for s in args.seeds.split(",")]
@@ -263,6 +264,13 @@ def run_sweep(args) -> int:
     if args.list:
         print("\n".join(str(c.log_dir) for c in configs))
         return 0
+    unfinished = [c for c in configs if finished_run(c) is None]
+    if unfinished and args.profile == "full" and args.device in (None, "auto") and resolve_device("auto").type == "cpu":
+        # `make tables` on a laptop must not start hours of training per run without being asked
+        raise CapslibError(f"sweep {args.study}: {len(unfinished)} of {len(configs)} runs are not finished "
+                           f"(first: {unfinished[0].log_dir}) and no CUDA GPU is visible; full-profile runs take "
+                           "hours each on a CPU: run them on a GPU machine, or pass --device cpu to train here "
+                           "anyway (PROFILE=quick for small runs)")
     deadline = time.time() + 60 * args.time_limit if args.time_limit else None
     return sweep(configs, args.jobs, deadline=deadline)
 

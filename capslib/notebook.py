@@ -17,7 +17,7 @@ from .checkpoint import LAST
 from .config import TrainConfig
 from .errors import RunFolderError
 from .profiles import Profile, resolve_profile
-from .runs import best_run, find_runs, parse_run_name, run_name
+from .runs import Run, best_run, find_runs, parse_run_name, run_name
 from .speed import resolve_device
 from .train import train
 
@@ -127,3 +127,13 @@ def study(name: str, seeds, profile: str = "auto", runs_dir: str | Path = "scrat
         f"**{chosen}**: {configs[0].epochs} epochs of {configs[0].train_subset or 'all'} training images at batch "
         f"{configs[0].batch_size}; logs in `{Path(results_dir) / name}`.")
     return [train(config, resume=True, progress=progress) for config in configs]
+
+
+def logged_runs(logs_root: str | Path, name: str, pattern: str = "*") -> list[Run]:
+    """The complete runs of study `name` (capslib/studies.py) logged in logs_root/<name>; says so when
+    there is none yet, and how to train them."""
+    runs = [r for r in find_runs(Path(logs_root) / name, pattern) if r.info.get("status") == "complete"]
+    if not runs:
+        say(f"No complete run of the study `{name}` is logged in `{Path(logs_root) / name}` yet: "
+            f"`capslib sweep {name}` (or its step in the Makefile) trains them, on a GPU.")
+    return runs

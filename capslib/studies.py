@@ -5,6 +5,15 @@
                all at one length, with the official validation split (the first 10,000 training
                images) so that each run can be scored without looking at the test set
     official   the official recipe at its full length (300,000 steps of 128), with the same split
+    official-60k  the same on all 60,000 training images, as the official README trains (no split:
+               final and best-on-test only): does holding 10,000 images out cost the official runs?
+    precision  Table 1's routing 3 + reconstruction runs (paper recipe, with the split) in strict
+               float32 (speed path fp32: eager, TF32 off) where the study's GPU runs use bf16 and
+               TF32 like the graph path: is the gap the arithmetic? (compare with table1's runs)
+    table1-official  the official recipe at full length, with the split, for the other four Table 1
+               configurations and Fashion-MNIST (`official` has routing 3 + reconstruction): the
+               honest protocol that comes closest, for every row (for the baseline CNN the recipe's
+               training choices only: shifts, schedule, length; its model choices are CapsNet's)
     table1     Table 1's five configurations and Fashion-MNIST (routing 3 + reconstruction) with the
                paper recipe for 40 epochs, with the same split: the study's runs, scored honestly
     multimnist section 6: CapsNet (routing 3 + reconstruction of both digits) and the pooled baseline
@@ -28,10 +37,10 @@ import time
 import traceback
 from pathlib import Path
 
-from .config import COMPONENTS, RECIPES, TrainConfig
+from .config import COMPONENTS, RECIPES, TrainConfig, resume_conflicts
 from .errors import CapslibError
 from .profiles import resolve_profile
-from .runs import read_run, run_name, summary_line
+from .runs import Run, read_run, run_name, summary_line
 
 OFFICIAL_SPLIT = 10_000      # mnist_shift.py MNIST_RANGE: valid_test is the first 10,000 training images
 OFFICIAL_STEPS = 300_000     # the official README's --max_steps=300000
@@ -42,8 +51,12 @@ ABLATION_EPOCHS = 60         # the ablation's length: see README "Where the 0.25
 # rule needs every evaluation).
 MULTIMNIST_EPOCHS, MULTIMNIST_EVAL_EVERY = 100, 50
 AFFINE_EPOCHS = 100
-STUDY_NAMES = ("ablation", "official", "table1", "multimnist", "affine")
+STUDY_NAMES = ("ablation", "official", "official-60k", "precision", "table1", "table1-official", "multimnist",
+               "affine")
 GENERATED_STUDIES = ("multimnist", "affine")
+# The studies that 06_summary sets beside Table 1 (their rows differ by recipe and validation split). The
+# precision runs are not among them: they differ only in arithmetic, and 07_ablation compares them.
+TABLE1_STUDIES = ("table1", "official", "official-60k", "table1-official")
 # Table 1's rows (paper, Table 1) as (dataset, model, routing iterations, reconstruction), and Fashion-MNIST.
 # (The baseline ignores the last two; they keep TrainConfig's defaults.)
 TABLE1 = [("mnist", "baseline", 3, True), ("mnist", "capsnet", 1, False), ("mnist", "capsnet", 1, True),
@@ -68,12 +81,38 @@ def ablation_configs(seeds, epochs: int = ABLATION_EPOCHS, **common) -> list[Tra
     return configs
 
 
-def official_configs(seeds, **common) -> list[TrainConfig]:
-    """The official recipe for OFFICIAL_STEPS steps (on the 50,000 images left beside the split)."""
-    steps_per_epoch = (60_000 - OFFICIAL_SPLIT) // TrainConfig().batch_size  # 390
-    fields = {"validation_size": OFFICIAL_SPLIT, "eval_every": 4,  # every 1,560 steps (the official: 1,500)
-              "epochs": math.ceil(OFFICIAL_STEPS / steps_per_epoch), **common}
+def official_configs(seeds, validation_size: int = OFFICIAL_SPLIT, **common) -> list[TrainConfig]:
+    """The official recipe for OFFICIAL_STEPS steps: on the 50,000 images left beside the split, or
+    with validation_size=0 on all 60,000 (468 steps an epoch: 642 epochs)."""
+    steps_per_epoch = (60_000 - validation_size) // TrainConfig().batch_size  # 390 beside the split
+    fields = {"eval_every": 4,  # every 1,560 steps beside the split (the official code: a checkpoint every 1,500)
+              "epochs": math.ceil(OFFICIAL_STEPS / steps_per_epoch), **common, "validation_size": validation_size}
     return [TrainConfig.from_recipe("official", **{**fields, "seed": seed}) for seed in seeds]
+
+
+def official_60k_configs(seeds, **common) -> list[TrainConfig]:
+    """The official recipe on all 60,000 training images (the official README's run): no split, so
+    whatever size a profile asks to hold out is not held out."""
+    return official_configs(seeds, **{**common, "validation_size": 0})
+
+
+def precision_configs(seeds, **common) -> list[TrainConfig]:
+    """Table 1's routing 3 + reconstruction runs (the same seeds, split and length as `table1`) on the
+    strict float32 path."""
+    return [c for c in table1_configs(seeds, **common, speed="fp32")
+            if c.dataset == "mnist" and c.model == "capsnet" and c.routing_iterations == 3 and c.reconstruction]
+
+
+def table1_official_configs(seeds, **common) -> list[TrainConfig]:
+    """The official recipe as the `official` study runs it (length, split, evaluations), for every
+    Table 1 row and Fashion-MNIST but the one that study trains (MNIST routing 3 + reconstruction)."""
+    official = {k: v for k, v in official_configs([1], **common)[0].to_dict().items()
+                if k in ("epochs", "validation_size", "eval_every")}
+    return [TrainConfig.from_recipe("official", **{**common, **official, "dataset": dataset, "model": model,
+                                                   "routing_iterations": routing, "reconstruction": reconstruction,
+                                                   "seed": seed})
+            for seed in seeds for dataset, model, routing, reconstruction in TABLE1
+            if (dataset, model, routing, reconstruction) != ("mnist", "capsnet", 3, True)]
 
 
 def table1_configs(seeds, **common) -> list[TrainConfig]:
@@ -117,7 +156,8 @@ def study_runs(studies: str, seeds, runs_dir: Path, results_dir: Path, profile: 
                **common) -> list[TrainConfig]:
     """The configs of one or more studies ('official,ablation': in that order), sized by `profile`,
     each with its checkpoint folder runs_dir/<study>/<run> and its logs in results_dir/<study>/<run>."""
-    builders = {"ablation": ablation_configs, "official": official_configs, "table1": table1_configs,
+    builders = {"ablation": ablation_configs, "official": official_configs, "official-60k": official_60k_configs,
+                "precision": precision_configs, "table1": table1_configs, "table1-official": table1_official_configs,
                 "multimnist": multimnist_configs, "affine": affine_configs}
     configs = []
     for study in studies.split(","):
@@ -163,7 +203,10 @@ def _train_one(task: tuple[dict, float | None]) -> tuple[str, bool, str]:
     config = TrainConfig.from_dict(values)
     name = Path(config.log_dir).name
     try:
-        if deadline is not None and time.time() > deadline - MIN_SECONDS_TO_START and not _finished(config):
+        finished = finished_run(config)
+        if finished is not None:
+            return name, True, summary_line(finished.info["summary"])
+        if deadline is not None and time.time() > deadline - MIN_SECONDS_TO_START:
             return name, False, "not started: too close to the time limit"
         run = train(config, resume=True, log=lambda line: print(f"[{name}] {line}", flush=True), deadline=deadline)
         if run.info["status"] != "complete":
@@ -175,8 +218,15 @@ def _train_one(task: tuple[dict, float | None]) -> tuple[str, bool, str]:
         return name, False, traceback.format_exc(limit=-3).strip().replace("\n", " | ")
 
 
-def _finished(config: TrainConfig) -> bool:
+def finished_run(config: TrainConfig) -> Run | None:
+    """The run's logs, if they say that it completed this config: its status is complete, after as
+    many epochs, and its setup is the one asked for (config.resume_conflicts). Such a run is done,
+    whether or not its checkpoint is here: logs come back from a GPU machine without the ~100 MB
+    checkpoints, and a finished run is never trained twice."""
     try:
-        return read_run(config.log_dir).info.get("status") == "complete"
+        run = read_run(config.log_dir)
     except CapslibError:
-        return False
+        return None
+    done = (run.info.get("status") == "complete" and run.info.get("summary", {}).get("epochs_done") == config.epochs
+            and not resume_conflicts(run.config, config))
+    return run if done else None

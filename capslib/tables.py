@@ -149,17 +149,67 @@ def ablation_tables(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame]:
     for (variant, base, component, change), group in per_run.groupby(["variant", "base", "component", "change"],
                                                                      sort=False):
         base_runs = per_run[(per_run.base == base) & (per_run.component == "—")]
-        row = {"variant": variant, "base": base, "component": component, "change": change, "runs": len(group),
-               "best_mean": _round(group.best_test_error.mean())}
-        for column, name in (("final_test_error", "final"), ("selected_test_error", "selected")):
-            row[f"{name}_mean"] = _round(group[column].mean())
-            row[f"{name}_std"] = _round(group[column].std(ddof=1))
-            if component != "—":
-                difference, low, high = difference_interval(group[column], base_runs[column])
-                row.update({f"{name}_vs_base": _round(difference), f"{name}_vs_base_low": _round(low),
-                            f"{name}_vs_base_high": _round(high)})
-        summary.append(row)
+        summary.append({"variant": variant, "base": base, "component": component, "change": change,
+                        **_against(group, None if component == "—" else base_runs)})
     return per_run, pd.DataFrame(summary, columns=ABLATION_SUMMARY_COLUMNS)
+
+
+def _against(group: pd.DataFrame, base: pd.DataFrame | None) -> dict:
+    """Runs, mean ± std of the final and the validation-selected error of a group of runs, its mean
+    best-on-test error, and (given a base group) each mean's difference from the base's, 95% interval."""
+    row = {"runs": len(group), "best_mean": _round(group.best_test_error.mean())}
+    for column, name in (("final_test_error", "final"), ("selected_test_error", "selected")):
+        values = group[column].astype(float)
+        row[f"{name}_mean"], row[f"{name}_std"] = _round(values.mean()), _round(values.std(ddof=1))
+        if base is not None:
+            difference, low, high = difference_interval(values, base[column].astype(float))
+            row.update({f"{name}_vs_base": _round(difference), f"{name}_vs_base_low": _round(low),
+                        f"{name}_vs_base_high": _round(high)})
+    return row
+
+
+COMPARISON_COLUMNS = ["runs_of", "runs", "epochs", "final_mean", "final_std", "final_vs_base", "final_vs_base_low",
+                      "final_vs_base_high", "selected_mean", "selected_std", "selected_vs_base", "selected_vs_base_low",
+                      "selected_vs_base_high", "best_mean"]
+
+
+def comparison_table(groups: dict[str, list[Run]]) -> pd.DataFrame:
+    """One row per named group of completed runs (the first is the base): as the ablation's summary,
+    each later group's difference from the base with a 95% interval. A group with no run is left out."""
+    rows, base = [], None
+    for label, runs in groups.items():
+        per_run = run_table([r for r in runs if r.info.get("status") == "complete"])
+        if per_run.empty:
+            continue
+        rows.append({"runs_of": label, "epochs": "/".join(str(e) for e in sorted(per_run.epochs.unique())),
+                     **_against(per_run, base)})
+        base = per_run if base is None else base
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def write_comparison_table(groups: dict[str, list[Run]], stem: Path | str, title: str, note: str) -> pd.DataFrame:
+    """comparison_table(groups) as `stem`.csv and `stem`.md (formatted: comparison_readable)."""
+    table = comparison_table(groups)
+    write_table(table, stem, title, note + " *_vs_base = the group's mean minus the first group's, with a 95% "
+                "interval (two-sample t, pooled variance).", readable=comparison_readable(table))
+    return table
+
+
+def comparison_readable(table: pd.DataFrame) -> pd.DataFrame:
+    """A comparison table for a reader: mean ± std and the difference from the base with its interval."""
+    def difference(row, name):
+        if _missing(row[f"{name}_vs_base"]):
+            return NONE
+        return f"{row[f'{name}_vs_base']:+.2f} ({row[f'{name}_vs_base_low']:+.2f} … {row[f'{name}_vs_base_high']:+.2f})"
+
+    return pd.DataFrame({
+        "runs of": table.runs_of, "seeds": table.runs, "epochs": table.epochs,
+        "final error (%)": [mean_std(m, s) for m, s in zip(table.final_mean, table.final_std)],
+        "final vs the first (95% interval)": [difference(r, "final") for _, r in table.iterrows()],
+        "selected on validation (%)": [mean_std(m, s) or NONE for m, s in zip(table.selected_mean, table.selected_std)],
+        "selected vs the first": [difference(r, "selected") for _, r in table.iterrows()],
+        "best on test (%)": [NONE if _missing(b) else f"{b:.2f}" for b in table.best_mean],
+    })
 
 
 def _missing(value) -> bool:

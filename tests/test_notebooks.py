@@ -197,11 +197,17 @@ def test_every_figure_decodes(results):
 def test_result_tables(results):
     everything = pd.read_csv(results / "tables" / "runs.csv")
     assert list(everything.columns) == RUN_COLUMNS
-    # the Makefile's runs, then `make validated` (every configuration with the split) and the official runs
-    assert set(zip(everything.recipe, everything.validation_images)) == {("paper", 0), ("paper", 42), ("official", 42)}
+    # the Makefile's runs, then `make validated` (every configuration with the split), the official runs with the
+    # split (routing 3 + reconstruction from `make ablation`, the other rows from `make table1-official`) and on
+    # all training images (official-60k)
+    assert set(zip(everything.recipe, everything.validation_images)) == {("paper", 0), ("paper", 42), ("official", 42),
+                                                                         ("official", 0)}
     validated = everything[everything.validation_images > 0]
     assert validated.selected_test_error.notna().all() and (validated.recipe == "paper").sum() == 6
-    runs = everything[everything.validation_images == 0]
+    assert set(validated[validated.recipe == "official"].configuration) == set(T.PAPER_TABLE1)
+    assert (validated.recipe == "official").sum() == 6  # five MNIST rows and Fashion-MNIST
+    assert len(everything[(everything.recipe == "official") & (everything.validation_images == 0)]) == 1
+    runs = everything[(everything.validation_images == 0) & (everything.recipe == "paper")]
     assert runs.selected_test_error.isna().all()
     assert len(runs) == len(TRAIN_RUNS)
     assert set(zip(runs.dataset, runs.configuration)) == CONFIGURATIONS
@@ -212,7 +218,7 @@ def test_result_tables(results):
     assert {Path(r).name for r in runs.run} == set(TRAIN_RUNS)
     summary = pd.read_csv(results / "tables" / "summary.csv")
     assert list(summary.columns) == SUMMARY_COLUMNS
-    summary = summary[summary.validation_images == 0]
+    summary = summary[(summary.validation_images == 0) & (summary.recipe == "paper")]
     assert len(summary) == len(CONFIGURATIONS)
     assert set(zip(summary.dataset, summary.configuration)) == CONFIGURATIONS
     assert (summary.runs == 1).all()
@@ -347,6 +353,14 @@ def test_ablation_tables(results):
     assert per_run.selected_test_error.notna().all()
     summary = pd.read_csv(results / "tables" / "ablation_summary.csv")
     assert list(summary.columns) == T.ABLATION_SUMMARY_COLUMNS and len(summary) == 14
+    # the two hypotheses beside the ablation, each its base and the runs that test it
+    for name, runs in (("official_60k", "official-60k"), ("precision", "precision")):
+        comparison = pd.read_csv(results / "tables" / f"{name}.csv")
+        assert list(comparison.columns) == T.COMPARISON_COLUMNS and list(comparison.runs) == [1, 1]
+        (logged,) = [p for p in (results / runs).iterdir() if p.is_dir()]
+        final = pd.read_csv(logged / "metrics.csv").test_error.iloc[-1]
+        assert comparison.final_mean.iloc[1] == pytest.approx(final, abs=1e-3)
+    assert pd.read_csv(results / "tables" / "official_60k.csv").selected_mean.iloc[1:].isna().all()  # no split
 
 
 # ---------------------------------------------------------------------------------------------

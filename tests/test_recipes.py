@@ -4,6 +4,7 @@ arithmetic, on CPU."""
 import math
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,8 @@ from capslib.data import all_shifts_order, epoch_data, load_dataset
 from capslib.losses import margin_loss
 from capslib.model import CapsNet, count_parameters, model_for
 from capslib.runs import selection, run_name
-from capslib.studies import ablation_configs, official_configs, table1_configs
+from capslib.studies import (ablation_configs, finished_run, official_configs, precision_configs, study_runs,
+                             table1_configs, table1_official_configs)
 from capslib.train import learning_rate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -227,3 +229,80 @@ def test_official_runs_take_300000_steps_and_table1_has_its_six_configurations()
     names = {run_name(c) for c in table1_configs([1])}
     assert names == {"mnist_baseline_seed1", "mnist_routing1_norecon_seed1", "mnist_routing1_recon_seed1",
                      "mnist_routing3_norecon_seed1", "mnist_routing3_recon_seed1", "fashion-mnist_routing3_recon_seed1"}
+
+
+def test_official_60k_trains_300000_steps_on_every_training_image():
+    (config,) = study_runs("official-60k", [1], Path("runs"), Path("results"))
+    assert config.variant() == "official" and config.validation_size == 0
+    assert config.epochs * (60_000 // config.batch_size) >= 300_000 > (config.epochs - 1) * (60_000 // config.batch_size)
+    # a profile's held-out share does not apply: the study exists to train on all images
+    (tiny,) = study_runs("official-60k", [1], Path("runs"), Path("results"), "tiny")
+    assert tiny.validation_size == 0
+
+
+def test_precision_runs_are_table1s_routing3_runs_in_strict_float32():
+    table1 = {run_name(c): c for c in table1_configs([1, 2])}
+    precision = precision_configs([1, 2])
+    assert [run_name(c) for c in precision] == ["mnist_routing3_recon_seed1", "mnist_routing3_recon_seed2"]
+    for config in precision:
+        twin = table1[run_name(config)]
+        assert config.speed == "fp32" != twin.speed
+        assert {k: v for k, v in config.to_dict().items() if k != "speed"} == \
+            {k: v for k, v in twin.to_dict().items() if k != "speed"}
+
+
+def test_table1_official_is_every_other_row_at_the_official_studys_length():
+    (official,) = official_configs([1])
+    configs = table1_official_configs([1])
+    rows = {(c.dataset, c.model, c.routing_iterations, c.reconstruction) for c in table1_configs([1])}
+    assert {(c.dataset, c.model, c.routing_iterations, c.reconstruction) for c in configs} == \
+        rows - {("mnist", "capsnet", 3, True)}
+    for config in configs:
+        assert config.variant() == "official"
+        assert (config.epochs, config.validation_size, config.eval_every) == \
+            (official.epochs, official.validation_size, official.eval_every)
+
+
+# ---------------------------------------------------------------------------------------------
+# sweeps of runs finished elsewhere (logs committed, checkpoints left on the GPU machine)
+
+
+def _committed_logs(tmp_path: Path, study: str) -> Path:
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(REPO / "results" / study, results / study)
+    return results
+
+
+def test_runs_whose_logs_say_complete_are_done_without_their_checkpoints(tmp_path):
+    results = _committed_logs(tmp_path, "official")
+    configs = study_runs("official", [1, 2, 3], tmp_path / "runs", results)
+    assert all(finished_run(c) is not None for c in configs)
+    # a run asked for longer, or with another setup, is not the run those logs describe
+    longer = TrainConfig.from_dict({**configs[0].to_dict(), "epochs": configs[0].epochs + 4})
+    other = TrainConfig.from_dict({**configs[0].to_dict(), "lr": 5e-4})
+    assert finished_run(longer) is None and finished_run(other) is None
+
+
+def test_sweep_of_a_study_finished_elsewhere_trains_nothing_even_on_a_cpu(tmp_path):
+    results = _committed_logs(tmp_path, "official")
+    before = {p: p.read_bytes() for p in results.rglob("*") if p.is_file()}
+    done = subprocess.run([sys.executable, "-m", "capslib", "sweep", "official", "--runs-dir", str(tmp_path / "runs"),
+                           "--results-dir", str(results), "--device", "auto"], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "3 of 3 runs finished" in done.stdout
+    assert not (tmp_path / "runs").exists()
+    assert {p: p.read_bytes() for p in results.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
+def test_full_size_sweep_without_a_gpu_is_refused_in_one_line(tmp_path):
+    refused = subprocess.run([sys.executable, "-m", "capslib", "sweep", "precision", "--runs-dir", str(tmp_path / "runs"),
+                              "--results-dir", str(tmp_path / "results")], capture_output=True, text=True, cwd=REPO,
+                             timeout=120)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert "3 of 3 runs are not finished" in refused.stderr and "--device cpu" in refused.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
