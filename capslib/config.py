@@ -157,13 +157,16 @@ COMPONENTS = {
     # capsule_model.py _build_capsule: conv_slim_capsule(input_dim=1, output_dim=32, num_routing=1)
     # routes one input capsule to 32 types through a softmax of zero logits: conv/32 + its own bias.
     "slim": ("primary_capsules",),
-    # layers/variables.py: truncated normal weights (std 0.1; conv1 0.05), constant 0.1 biases;
-    # layers.py reconstruction(): the decoder likewise.
+    # models/layers/variables.py: truncated normal weights (default std 0.1), constant 0.1 biases;
+    # conv1's std 0.05 is set in capsule_model.py inference(); layers.py reconstruction(): the
+    # decoder likewise (std 0.1, biases 0.1). docs/official-code.md gives the lines.
     "init": ("init",),
     # input_data/mnist/mnist_shift.py writes all 25 shifts of every image; mnist_input_record.py
-    # reads them in file order through shuffle_batch(min_after_dequeue=5000).
+    # reads them in file order through shuffle_batch(min_after_dequeue=batch_capacity, default 5000;
+    # capacity 5000 + 3·batch).
     "shifts": ("augmentation",),
-    # models/model.py: exponential_decay(1e-3, step, 2000, 0.96) (smooth), floored at 1e-6.
+    # models/model.py: exponential_decay of experiment.py default_hparams (learning_rate 1e-3,
+    # decay_steps 2000, decay_rate 0.96; no staircase, so smooth), floored at 1e-6.
     "schedule": ("lr_decay", "lr_decay_steps", "min_lr"),
 }
 OFFICIAL = {"loss_scaling": "official", "digit_bias": True, "primary_capsules": "slim", "init": "official",
