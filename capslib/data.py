@@ -320,7 +320,7 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
 
 
 AUGMENTATIONS = ("random-shift", "all-shifts")
-SHUFFLE_BUFFER = 5000  # the official reader's shuffle_batch(min_after_dequeue=5000)
+SHUFFLE_BUFFER = 5000  # the official reader's shuffle_batch(min_after_dequeue=batch_capacity), default 5,000
 
 
 def epoch_data(images: torch.Tensor, labels: torch.Tensor, seed: int, epoch: int, max_shift: int,

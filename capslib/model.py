@@ -276,9 +276,10 @@ class PooledCNN(nn.Module):
     9×9 and stride 1. The second layer has 256 kernels of size 5×5 and stride 1. After each
     convolutional layer the model has a pooling layer of size 2×2 and stride 2. The third layer is a
     1024D fully connected layer. All three layers have ReLU non-linearities. The final layer of 10
-    units is fully connected", trained with a sigmoid cross-entropy loss. 'Same' padding as in the
-    official models/conv_model.py (which has 5×5 kernels in both layers): on 36×36 this is 24,563,978
-    parameters, the paper's 24.56M (5×5 would give 24.54M).
+    units is fully connected", trained with a sigmoid cross-entropy loss. 'Same' padding because it
+    gives the paper's parameter count: on 36×36, 24,563,978, the paper's 24.56M (5×5 in both layers,
+    as in the official models/conv_model.py, would give 24.54M; that file's default VALID padding,
+    12.7M: docs/official-code.md point 22).
 
     With one target (expanded MNIST, section 5.2: "a traditional convolutional model with MaxPooling
     and DropOut") the same network with dropout before the last layer and a softmax cross-entropy.
