@@ -34,6 +34,24 @@ def test_cli_defaults_are_train_configs():
     assert config_from_args(args) == TrainConfig()
 
 
+def test_train_notebooks_literal_defaults_are_train_configs():
+    # 02_train's parameters cell must hold literals (papermill); those that are not None ("the recipe's" or
+    # "the profile's") restate a TrainConfig default, and must agree with it
+    import ast
+    import json
+
+    notebook = json.loads((REPO / "notebooks" / "02_train.ipynb").read_text())
+    (cell,) = [c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", [])]
+    values = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse("".join(cell["source"])).body}
+    fields = {"routing": "routing_iterations"}  # the notebook's shorter names
+    defaults = TrainConfig().to_dict()
+    checked = {name: value for name, value in values.items() if fields.get(name, name) in defaults and value is not None}
+    assert {"dataset", "model", "routing", "reconstruction", "seed", "recipe", "validation_size", "eval_every",
+            "device", "speed"} <= set(checked)
+    for name, value in checked.items():
+        assert value == defaults[fields.get(name, name)], f"02_train's {name} = {value!r}"
+
+
 def test_cli_recipe_then_flags():
     args = build_parser().parse_args(["train", "--recipe", "official", "--epochs", "5", "--digit-bias", "False"])
     config = config_from_args(args)
