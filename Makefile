@@ -28,7 +28,8 @@
 #   make affine       09_affine   section 5.2: both trained on expanded MNIST (40×40), scored on an
 #                                 affNIST-style generated set at a matched accuracy (capslib sweep affine)
 #   make tables       06_summary  tables beside the paper's Table 1, accuracy and loss curves
-#   make report       HTML of the executed notebooks, without code (and with, not committed)
+#   make report       HTML of the executed notebooks, without code (and with, not committed); then the
+#                     notebooks' figures give way to a line naming the report (capslib/reports.py)
 #
 # On a machine with several GPUs, every run takes a GPU that no other run holds (capslib/gpus.py),
 # and make runs as many steps at once as there are visible GPUs (override with make -jN).
@@ -219,13 +220,17 @@ $(NB)/06_summary.ipynb: | notebooks/06_summary.ipynb $(call run_notebooks,$(mnis
 	$(call notebook,06_summary,$@,-p logs_dir $(RESULTS)/runs -p logs_root $(RESULTS) -p results_dir $(RESULTS))
 
 # HTML reports of the study's notebooks (not of every training run: 02_train is one per run):
-# results/html/ without code cells (committed), results/html/with-code/ (not committed: the executed
-# notebooks hold the same and regenerate it in seconds).
+# results/html/ without code cells (committed), results/html/with-code/ (not committed). Then each
+# executed notebook is lightened: its figures become a line saying where they are, so that git holds
+# each figure once, not three times (capslib/reports.py; a lightened notebook is not rendered again).
+# The training runs' notebooks (not rendered) are lightened too: their figures are only the run's
+# curves, which its log under $(RESULTS)/runs/ redraws, and one per run adds up to megabytes.
 REPORTED := 01_data_mnist 01_data_fashion-mnist 03_reconstruct_mnist 04_perturb_mnist 05_fashion 06_summary 07_ablation \
 	08_multimnist 09_affine
 report: figures fashion tables data ablation multimnist affine
-	$(PYTHON) -m jupyter nbconvert --to html --no-input --output-dir $(RESULTS)/html $(REPORTED:%=$(NB)/%.ipynb)
-	$(PYTHON) -m jupyter nbconvert --to html --output-dir $(RESULTS)/html/with-code $(REPORTED:%=$(NB)/%.ipynb)
+	$(PYTHON) -m capslib.reports report $(REPORTED:%=$(NB)/%.ipynb) --html-dir $(RESULTS)/html \
+		--with-code-dir $(RESULTS)/html/with-code --figures-dir $(RESULTS)/figures
+	$(PYTHON) -m capslib.reports lighten $(filter-out %.partial.ipynb,$(wildcard $(NB)/train/*.ipynb)) --logs-dir $(RESULTS)/runs
 
 bench:
 	$(PYTHON) -m capslib bench --out-dir results

@@ -16,6 +16,7 @@ Hinton, NeurIPS 2017).
     tables.py      result tables beside the paper's Table 1
     profiles.py    run sizes by purpose: full (the study), quick (CPU), tiny (tests)
     notebook.py    what each notebook does first: find its clone, size runs, find or train a model
+    reports.py     `make report`: the HTML reports, then the executed notebooks without their figures
     predict.py     classify your own images (converted to MNIST's format)
     lab.py         `make lab`: saving a notebook keeps the committed metadata
     bench.py       `capslib bench`

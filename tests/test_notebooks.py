@@ -251,6 +251,20 @@ def test_html_reports_without_and_with_code(results, name):
     assert title in visible_text(no_code)
 
 
+@pytest.mark.parametrize("name", EXECUTED)
+def test_make_report_lightens_every_executed_notebook(results, name):
+    # after rendering, the figures live in the reports (and results/figures/), not a third time in the notebook
+    notebook = read_notebook(results / "notebooks" / f"{name}.ipynb")
+    assert notebook["metadata"]["capslib"]["lightened"] is True
+    outputs = [o for cell in code_cells(notebook) for o in cell["outputs"]]
+    assert not [m for o in outputs for m in o.get("data", {}) if m.startswith("image/")]
+    texts = ["".join(o.get("data", {}).get("text/plain", "")) for o in outputs]
+    pointers = [text for text in texts if text.startswith("[figure")]
+    # a report's figures point to it; a training run's (not rendered) to its log
+    where = results / "runs" / Path(name).name / "metrics.csv" if name.startswith("train/") else results / "html" / f"{name}.html"
+    assert pointers and all(str(where) in p for p in pointers)
+
+
 # ---------------------------------------------------------------------------------------------
 # the committed notebooks
 

@@ -5,8 +5,8 @@ must occur exactly once (a mutant gone stale after an edit fails loudly, before 
 They are bugs that matter to the study: the paper's math (squash, routing, margin and
 reconstruction losses, decoder), the data pipeline (IDX parsing, shifts, epoch streams), the
 training loop (lr, batches, resume), evaluation, the CUDA-graph set-up's snapshot, checkpoints,
-figures and tables. For each, the tests that should catch it run (`pytest -x`, no notebooks); the
-mutant is killed when they fail (or time out) and survives when they pass.
+figures, tables and the HTML reports. For each, the tests that should catch it run (`pytest -x`, no
+notebooks); the mutant is killed when they fail (or time out) and survives when they pass.
 
 The checkout is never changed: capslib/ and tests/ are copied into a temporary folder (data/
 linked), each mutant is written into the copy and undone after its run, and the copy is removed at
@@ -45,6 +45,7 @@ SCHEDULE = ["tests/test_train.py::test_learning_rate_follows_the_seed_study_sche
 DIVERGENCE = ["tests/test_train.py::test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint"]
 RECIPES = ["tests/test_recipes.py"]
 LOCKS = ["tests/test_gpus.py"]
+REPORTS = ["tests/test_reports.py"]
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,14 @@ MUTANTS = [
     Mutant("best-run-highest-error", "runs.py", "return min(runs, key=lambda r: (r.history.test_error.iloc[-1]",
            "return max(runs, key=lambda r: (r.history.test_error.iloc[-1]", FIGURES,
            "the figures show the run with the highest final error"),
+    # --- the HTML reports and the lightened notebooks -----------------------------------------
+    Mutant("report-rendered-from-lightened-notebook", "reports.py", "if is_lightened(notebook):\n        if not target",
+           "if False:\n        if not target", REPORTS,
+           "make report renders a lightened notebook again: the committed report loses its figures"),
+    Mutant("lightening-keeps-svg", "reports.py", 'return mimetype.startswith("image/")',
+           'return mimetype == "image/png"', REPORTS, "an SVG (or JPEG) figure stays in the lightened notebook"),
+    Mutant("report-with-output-prompts", "reports.py", "exclude_output_prompt=hide)", "exclude_output_prompt=False)",
+           REPORTS, "the report without code is not the one nbconvert --no-input writes (Out[n] prompts)"),
 ]
 
 
