@@ -107,8 +107,12 @@ T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
 
 
 def difference_interval(values, base) -> tuple[float, float, float]:
-    """mean(values) − mean(base) and its 95% confidence interval (two-sample t, pooled variance)."""
+    """mean(values) − mean(base) and its 95% confidence interval (two-sample t, pooled variance); NaN
+    where a side has no value (runs without a validation split have no selected error), and an
+    interval of NaN where there are too few values for one."""
     a, b = pd.Series(values, dtype=float).dropna(), pd.Series(base, dtype=float).dropna()
+    if a.empty or b.empty:
+        return math.nan, math.nan, math.nan
     difference = a.mean() - b.mean()
     df = len(a) + len(b) - 2
     if df < 1:

@@ -232,6 +232,42 @@ def test_difference_interval_by_hand():
     assert (low, high) == (pytest.approx(-0.06 - half), pytest.approx(-0.06 + half))
 
 
+def _logged(seed: int, final_errors: list[float], validation_errors: list[float] | None = None, status="complete"):
+    """A Run as read back from its folder, with the given test errors (%) per evaluation."""
+    from capslib.runs import Run
+
+    epochs = list(range(1, len(final_errors) + 1))
+    history = pd.DataFrame({"epoch": epochs, "test_error": final_errors,
+                            "test_accuracy": [1 - e / 100 for e in final_errors],
+                            "validation_error": validation_errors or [None] * len(epochs),
+                            "epoch_seconds": 1.0, "wall_seconds": [float(e) for e in epochs]})
+    config = TrainConfig(seed=seed, validation_size=10_000 if validation_errors else 0)
+    return Run(Path(f"run{seed}"), config, {"status": status, "sessions": [{}]}, history)
+
+
+def test_comparison_is_against_the_first_group_on_final_and_selected_errors():
+    base = [_logged(1, [0.50, 0.36], [0.9, 0.8]), _logged(2, [0.50, 0.38], [0.9, 0.8]),
+            _logged(3, [0.50, 0.40], [0.9, 0.8])]
+    lower = [_logged(1, [0.30, 0.31], [0.7, 0.9]), _logged(2, [0.32, 0.33], [0.7, 0.9]),
+             _logged(3, [0.34, 0.35], [0.7, 0.9])]
+    unfinished = [_logged(1, [0.10], [0.1], status="running")]
+    higher = [_logged(1, [0.48]), _logged(2, [0.50])]
+    table = T.comparison_table({"base": base, "lower": lower, "still training": unfinished, "higher": higher})
+    assert list(table.runs_of) == ["base", "lower", "higher"]  # a group with no complete run is left out
+    assert table.final_vs_base.iloc[2] == pytest.approx(0.49 - 0.38)  # against the first group, not the one before
+    assert table.selected_mean.isna().iloc[2] and table.selected_vs_base.isna().iloc[2]  # no split: nothing selected
+    assert table.final_vs_base.isna().iloc[0]
+    difference, low, high = T.difference_interval([0.31, 0.33, 0.35], [0.36, 0.38, 0.40])
+    assert (table.final_mean.iloc[1], table.final_vs_base.iloc[1]) == (pytest.approx(0.33), pytest.approx(-0.05))
+    assert (table.final_vs_base_low.iloc[1], table.final_vs_base_high.iloc[1]) == (
+        pytest.approx(low, abs=1e-3), pytest.approx(high, abs=1e-3))
+    # selected: the first evaluation for `lower` (lowest validation error), the last for `base`
+    assert table.selected_mean.iloc[1] == pytest.approx(0.32) and table.selected_mean.iloc[0] == pytest.approx(0.38)
+    assert table.selected_vs_base.iloc[1] == pytest.approx(-0.06)
+    readable = T.comparison_readable(table)
+    assert readable["final vs the first (95% interval)"].iloc[1].startswith("-0.05 (")
+
+
 def test_ablation_declares_both_bases_and_every_component():
     configs = ablation_configs([1, 2])
     variants = [c.variant() for c in configs]

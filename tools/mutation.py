@@ -261,6 +261,20 @@ MUTANTS = [
            'return mimetype == "image/png"', REPORTS, "an SVG (or JPEG) figure stays in the lightened notebook"),
     Mutant("report-with-output-prompts", "reports.py", "exclude_output_prompt=hide)", "exclude_output_prompt=False)",
            REPORTS, "the report without code is not the one nbconvert --no-input writes (Out[n] prompts)"),
+    # --- sweeps of runs finished elsewhere, and the hypotheses beside the ablation -----------------
+    Mutant("finished-run-of-any-length", "studies.py",
+           'run.info.get("summary", {}).get("epochs_done") == config.epochs', "True", RECIPES,
+           "a run logged complete after fewer epochs counts as done when asked for more"),
+    Mutant("finished-run-of-any-setup", "studies.py", "and not resume_conflicts(run.config, config))", ")", RECIPES,
+           "logs of another setup (another lr, seed, recipe) count as this run, done"),
+    Mutant("sweep-retrains-finished-runs", "studies.py", "if finished is not None:", "if False:", RECIPES,
+           "a sweep tries to retrain runs whose logs came back without checkpoints, and fails on them"),
+    Mutant("full-sweep-on-a-cpu", "cli.py", 'if unfinished and args.profile == "full"', 'if False and args.profile == "full"',
+           RECIPES, "make on a laptop starts GPU-sized runs on the CPU without being asked"),
+    Mutant("comparison-against-previous-group", "tables.py", "base = per_run if base is None else base",
+           "base = per_run", RECIPES, "each group is compared with the one before it, not with the first"),
+    Mutant("precision-runs-not-fp32", "studies.py", 'table1_configs(seeds, **common, speed="fp32")',
+           "table1_configs(seeds, **common)", RECIPES, "the precision study repeats the bf16 runs"),
 ]
 
 
@@ -280,13 +294,15 @@ def check(mutants: list[Mutant]) -> None:
 
 
 def copy_tree(destination: Path) -> None:
-    """capslib/, tests/ and pyproject.toml (pytest's settings), without bytecode; data/ linked."""
+    """capslib/, tests/ and pyproject.toml (pytest's settings), without bytecode; data/, notebooks/ and
+    results/ linked (tests read the notebooks' parameters and copy committed run logs; none writes there)."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for folder in ("capslib", "tests"):
         shutil.copytree(REPO / folder, destination / folder, ignore=ignore)
     for name in ("pyproject.toml", "Makefile"):  # the Makefile: tests compare its run names with capslib's
         shutil.copy2(REPO / name, destination / name)
-    (destination / "data").symlink_to(REPO / "data")
+    for folder in ("data", "notebooks", "results"):
+        (destination / folder).symlink_to(REPO / folder)
 
 
 def pytest(tree: Path, tests: list[str], timeout: float, stop_at_first: bool = True) -> tuple[str, str]:
