@@ -108,10 +108,10 @@ def other_class_partners(labels: torch.Tensor, base: torch.Tensor, u: torch.Tens
 def overlay(images: torch.Tensor, labels: torch.Tensor, base: torch.Tensor, partner: torch.Tensor,
             base_shift: torch.Tensor, partner_shift: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """MultiMNIST examples: 28×28 `images` padded by `pad`, base and partner shifted (B×2 shifts, at most
-    `pad`), merged as min(a + b, 1); B×3×S×S (merged, base, partner) and B×2 labels (base, partner)."""
-    padded = F.pad(images, (pad, pad, pad, pad))
-    a = shift_images(padded[base], base_shift, pad)
-    b = shift_images(padded[partner], partner_shift, pad)
+    `pad`), merged as min(a + b, 1); B×3×S×S (merged, base, partner) and B×2 labels (base, partner).
+    Only the B chosen digits are padded: a test batch draws from all the test images."""
+    a = shift_images(F.pad(images[base], (pad,) * 4), base_shift, pad)
+    b = shift_images(F.pad(images[partner], (pad,) * 4), partner_shift, pad)
     merged = (a + b).clamp(max=1.0)
     return torch.cat([merged, a, b], dim=1), torch.stack([labels[base], labels[partner]], dim=1)
 

@@ -155,6 +155,21 @@ def test_multimnist_batches_are_slices_of_the_whole_set(mnist_test_images, batch
         assert torch.equal(x, whole[start:start + batch_size]) and torch.equal(y, labels[start:start + batch_size])
 
 
+def test_multimnist_batch_pads_only_its_own_digits(mnist_test_images, monkeypatch):
+    # Scoring 10M pairs batch by batch: padding all test images for every batch of 1,000 pairs
+    # would cost more than the pairs themselves. Every padded tensor holds at most the batch's digits.
+    padded = []
+    pad = F.pad
+
+    def spy(images, *args, **kwargs):
+        padded.append(len(images))
+        return pad(images, *args, **kwargs)
+
+    monkeypatch.setattr(F, "pad", spy)
+    MultiMNISTSet(*mnist_test_images, pairs=6).batch(100, 110)
+    assert padded and max(padded) <= 10, padded
+
+
 def test_hashed_uniform_is_uniform_and_stream_dependent():
     index = torch.arange(100_000)
     u = hashed_uniform(index, seed=2017, stream=0)
