@@ -602,6 +602,26 @@ def test_resume_of_a_run_killed_before_its_final_logs_finishes_them(norecon, tmp
     assert (ckpt / "last.pt").read_bytes() == last  # nothing trained
 
 
+@pytest.mark.parametrize("replacement", ["best.pt", "state_dict"])
+def test_resume_from_a_weights_only_last_pt_is_one_line(norecon, tmp_path, replacement):
+    """last.pt overwritten by a best.pt (weights, no optimizer) or a plain state_dict: --resume names
+    the file and says why, in the real process, without a traceback and without touching the folder."""
+    ckpt, logs = copy_run(norecon, tmp_path)
+    if replacement == "best.pt":
+        shutil.copy2(ckpt / "best.pt", ckpt / "last.pt")
+    else:
+        torch.save(load_checkpoint(ckpt / "best.pt")["model"], ckpt / "last.pt")
+    before = {"ckpt": snapshot(ckpt), "logs": snapshot(logs)}
+    argv = train_argv(ckpt, logs, False, "--resume")
+    argv[argv.index("--epochs") + 1] = "2"
+    done = python_m_capslib(*argv, cwd=tmp_path)
+    assert done.returncode != 0
+    line = one_line(done.stderr)
+    assert line.startswith("capslib train: error:") and str(ckpt / "last.pt") in line
+    assert ("optimizer" if replacement == "best.pt" else "not a capslib checkpoint") in line
+    assert {"ckpt": snapshot(ckpt), "logs": snapshot(logs)} == before
+
+
 @pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])
 @pytest.mark.parametrize("command", ["evaluate", "reconstruct", "perturb"])
 def test_result_path_that_is_a_folder_is_one_line(recon, tmp_path, command, overwrite):
