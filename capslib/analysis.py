@@ -74,7 +74,7 @@ class TrainedRun:
                                "only a CapsNet has coupling coefficients")
 
 
-def test_split(config: TrainConfig, data_root: Path | str | None = None, test_subset: int | None = None,
+def run_test_images(config: TrainConfig, data_root: Path | str | None = None, test_subset: int | None = None,
                verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The test images a run is scored on (uint8 N×28×28, int64 labels): the first `test_subset` (default:
     the run's own test_subset) of its dataset's test split; for a generated dataset, of its source's."""
@@ -91,9 +91,9 @@ def load_trained(ckpt_path: Path | str, data_root: Path | str | None = None, dev
     model, config, checkpoint = load_model(ckpt_path, device)
     info = dataset_info(config.dataset)
     if info.source is not None:
-        raise CapslibError(f"{ckpt_path}: a {config.dataset} run; notebooks 08_multimnist and 09_affine draw its "
-                           "figures, not this (capslib evaluate scores it)")
-    images, labels = to_tensors(*test_split(config, data_root, test_subset, verify), device)
+        raise CapslibError(f"{ckpt_path}: a {config.dataset} run: notebooks 08_multimnist and 09_affine draw its "
+                           "figures, and capslib evaluate scores it")
+    images, labels = to_tensors(*run_test_images(config, data_root, test_subset, verify), device)
     return TrainedRun(model, config, checkpoint["epoch"], info.classes, images, labels)
 
 
@@ -118,7 +118,7 @@ def score_checkpoint(ckpt_path: Path | str, data_root: Path | str | None = None,
         if dataset_info(config.dataset).targets == 1:
             raise CapslibError(f"--test-pairs: {ckpt_path} is a {config.dataset} run; only MultiMNIST has test pairs")
         config = dataclasses.replace(config, test_pairs=test_pairs).validate()
-    images, labels = to_tensors(*test_split(config, data_root, test_subset, verify), device)
+    images, labels = to_tensors(*run_test_images(config, data_root, test_subset, verify), device)
     sets = split_sets(config, "test", images, labels)
     results = {name: evaluate_set(model, examples, config.eval_batch_size) for name, examples in sets.items()}
     return ScoredCheckpoint(config, checkpoint["epoch"], len(labels), results, device)
@@ -203,7 +203,7 @@ def multimnist_figure_of(ckpt_path: Path | str, device: str = "auto", scanned: i
     model, config, _ = load_model(ckpt_path, device)
     if config.dataset != "multimnist" or getattr(model, "decoder", None) is None:
         raise CapslibError(f"{ckpt_path}: not a MultiMNIST CapsNet with a decoder ({config.dataset}, {config.model})")
-    images, labels = to_tensors(*test_split(config, verify=config.verify_checksums), device)
+    images, labels = to_tensors(*run_test_images(config, verify=config.verify_checksums), device)
     x, y = materialise(split_sets(config, "test", images, labels)["test"], scanned)
     outputs = [model(x[i:i + 500]) for i in range(0, len(x), 500)]
     capsules = torch.cat([o.capsules for o in outputs])
