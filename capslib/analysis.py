@@ -75,7 +75,7 @@ class TrainedRun:
 
 
 def run_test_images(config: TrainConfig, data_root: Path | str | None = None, test_subset: int | None = None,
-               verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                    verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The test images a run is scored on (uint8 N×28×28, int64 labels): the first `test_subset` (default:
     the run's own test_subset) of its dataset's test split; for a generated dataset, of its source's."""
     info = dataset_info(config.dataset)
