@@ -17,7 +17,7 @@ from capslib.data import all_shifts_order, epoch_data, load_dataset
 from capslib.losses import margin_loss
 from capslib.model import CapsNet, count_parameters, model_for
 from capslib.runs import selection, run_name
-from capslib.studies import ablation_configs, official_configs, table1_configs
+from capslib.studies import ablation_configs, official_configs, study_runs, table1_configs
 from capslib.train import learning_rate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -227,3 +227,15 @@ def test_official_runs_take_300000_steps_and_table1_has_its_six_configurations()
     names = {run_name(c) for c in table1_configs([1])}
     assert names == {"mnist_baseline_seed1", "mnist_routing1_norecon_seed1", "mnist_routing1_recon_seed1",
                      "mnist_routing3_norecon_seed1", "mnist_routing3_recon_seed1", "fashion-mnist_routing3_recon_seed1"}
+
+
+def test_multimnist_study_scores_100_test_pairs_per_image_and_train_keeps_the_papers_1000(tmp_path):
+    # the study's scoring must fit a time-limited job (studies.MULTIMNIST_TEST_PAIRS); `capslib train`
+    # keeps the paper's 10M pairs
+    full = study_runs("multimnist", [1, 2], tmp_path / "runs", tmp_path / "results")
+    assert len(full) == 4 and {c.test_pairs for c in full} == {100}
+    assert TrainConfig().test_pairs == 1000 == config_from_args(build_parser().parse_args(["train"])).test_pairs
+    tiny = study_runs("multimnist", [1], tmp_path / "runs", tmp_path / "results", "tiny")
+    assert {c.test_pairs for c in tiny} == {2}                                  # the profile's size
+    asked = study_runs("multimnist", [1], tmp_path / "runs", tmp_path / "results", test_pairs=1000)
+    assert {c.test_pairs for c in asked} == {1000}                              # sweep --test-pairs 1000
