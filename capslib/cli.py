@@ -199,7 +199,8 @@ def build_parser() -> Parser:
                        help="train only the run of this name (repeatable; e.g. one per task of a job array)")
     sweep.add_argument("--list", action="store_true", help="print the run folders and stop")
 
-    evaluate = commands.add_parser("evaluate", help="test error and confusion matrix of a checkpoint")
+    evaluate = commands.add_parser("evaluate", help="test error (and confusion matrix) of a checkpoint, on the "
+                                                    "test sets its training scored")
     _inference_flags(evaluate)
     evaluate.add_argument("--test-pairs", type=positive_int, metavar="N",
                           help="MultiMNIST: test pairs per test image (default: the run's own; 1000: the paper's 10M)")
