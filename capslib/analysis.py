@@ -1,11 +1,13 @@
 """A trained run, loaded with its test set: evaluation, reconstructions, perturbations, routing.
 
-What the `evaluate`, `reconstruct`, `perturb` and `predict` commands and notebooks 03-05 call.
+What the `evaluate`, `reconstruct`, `perturb` and `predict` commands and notebooks 03-05 call;
+`score_checkpoint` scores any run, MultiMNIST and expanded MNIST on their generated test sets.
 Inference here runs in float32 (the reference precision) whatever path the run was trained with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,9 +21,10 @@ from .checkpoint import load_model
 from .config import TrainConfig
 from .data import dataset_info, load_split, to_tensors
 from .errors import CapslibError
-from .evaluate import Evaluation, evaluate, predict
+from .evaluate import Evaluation, evaluate, evaluate_set, predict
 from .figures import (coupling_entropy, perturb_capsule, perturbation_examples, perturbation_figure,
                       reconstruction_examples, reconstruction_figure, routing_figure)
+from .generated import materialise, split_sets
 from .runs import configuration_label, run_name
 from .speed import resolve_device
 
@@ -71,6 +74,16 @@ class TrainedRun:
                                "only a CapsNet has coupling coefficients")
 
 
+def run_test_images(config: TrainConfig, data_root: Path | str | None = None, test_subset: int | None = None,
+                    verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The test images a run is scored on (uint8 N×28×28, int64 labels): the first `test_subset` (default:
+    the run's own test_subset) of its dataset's test split; for a generated dataset, of its source's."""
+    info = dataset_info(config.dataset)
+    images, labels = load_split(Path(data_root or config.data_root or info.default_root), "test", config.dataset, verify)
+    subset = test_subset or config.test_subset
+    return images[:subset], labels[:subset]
+
+
 def load_trained(ckpt_path: Path | str, data_root: Path | str | None = None, device: str = "auto",
                  test_subset: int | None = None, verify: bool = True) -> TrainedRun:
     """A checkpoint (file, or run folder → its last.pt) and the test split of its dataset."""
@@ -78,12 +91,37 @@ def load_trained(ckpt_path: Path | str, data_root: Path | str | None = None, dev
     model, config, checkpoint = load_model(ckpt_path, device)
     info = dataset_info(config.dataset)
     if info.source is not None:
-        raise CapslibError(f"{ckpt_path}: a {config.dataset} run; its generated test sets are scored in training and "
-                           "by notebooks 08_multimnist and 09_affine, not here")
-    images, labels = load_split(Path(data_root or config.data_root or info.default_root), "test", config.dataset, verify)
-    subset = test_subset or config.test_subset
-    images, labels = to_tensors(images[:subset], labels[:subset], device)
+        raise CapslibError(f"{ckpt_path}: a {config.dataset} run: notebooks 08_multimnist and 09_affine draw its "
+                           "figures, and capslib evaluate scores it")
+    images, labels = to_tensors(*run_test_images(config, data_root, test_subset, verify), device)
     return TrainedRun(model, config, checkpoint["epoch"], info.classes, images, labels)
+
+
+@dataclass
+class ScoredCheckpoint:
+    config: TrainConfig                # as trained, but with the test_pairs scored
+    epoch: int
+    test_images: int                   # test images scored (MultiMNIST: each in config.test_pairs pairs)
+    results: dict[str, Evaluation]     # "test", and "affine" (the affNIST-style set) for expanded MNIST
+    device: torch.device
+
+
+def score_checkpoint(ckpt_path: Path | str, data_root: Path | str | None = None, device: str = "auto",
+                     test_subset: int | None = None, test_pairs: int | None = None,
+                     verify: bool = True) -> ScoredCheckpoint:
+    """A checkpoint scored on the test sets its training scored (generated.split_sets), in float32: for
+    MultiMNIST the same hashed pairs (`test_pairs` per test image; default the run's own) under the
+    top-2 rule, for expanded MNIST its shifted test set and the affNIST-style set."""
+    device = resolve_device(device)
+    model, config, checkpoint = load_model(ckpt_path, device)
+    if test_pairs is not None:
+        if dataset_info(config.dataset).targets == 1:
+            raise CapslibError(f"--test-pairs: {ckpt_path} is a {config.dataset} run; only MultiMNIST has test pairs")
+        config = dataclasses.replace(config, test_pairs=test_pairs).validate()
+    images, labels = to_tensors(*run_test_images(config, data_root, test_subset, verify), device)
+    sets = split_sets(config, "test", images, labels)
+    results = {name: evaluate_set(model, examples, config.eval_batch_size) for name, examples in sets.items()}
+    return ScoredCheckpoint(config, checkpoint["epoch"], len(labels), results, device)
 
 
 def reconstruction_figure_of(run: TrainedRun, per_row: int = 8):
@@ -160,17 +198,13 @@ def multimnist_figure_of(ckpt_path: Path | str, device: str = "auto", scanned: i
     two longest capsules (R = P), then correct pairs reconstructed from one label and the longest capsule
     of a class that is not present (the paper's * columns)."""
     from .figures import multimnist_figure
-    from .generated import MultiMNISTSet, materialise
 
     device = resolve_device(device)
     model, config, _ = load_model(ckpt_path, device)
     if config.dataset != "multimnist" or getattr(model, "decoder", None) is None:
         raise CapslibError(f"{ckpt_path}: not a MultiMNIST CapsNet with a decoder ({config.dataset}, {config.model})")
-    info = dataset_info(config.dataset)
-    images, labels = load_split(Path(config.data_root or info.default_root), "test", "mnist", config.verify_checksums)
-    test = MultiMNISTSet(*to_tensors(images[:config.test_subset], labels[:config.test_subset], device),
-                         config.test_pairs, shift=info.shift)
-    x, y = materialise(test, scanned)
+    images, labels = to_tensors(*run_test_images(config, verify=config.verify_checksums), device)
+    x, y = materialise(split_sets(config, "test", images, labels)["test"], scanned)
     outputs = [model(x[i:i + 500]) for i in range(0, len(x), 500)]
     capsules = torch.cat([o.capsules for o in outputs])
     scores = capsules.norm(dim=-1)
@@ -192,7 +226,7 @@ def affine_samples_figure(count: int = 12, data_root: Path | str | None = None):
     """The first `count` MNIST test images in the expanded test set (top row) and the affNIST-style
     generated set (bottom row), 40×40 each."""
     from .figures import image_rows_figure
-    from .generated import AffineSet, ShiftedSet, materialise
+    from .generated import AffineSet, ShiftedSet
 
     info = dataset_info("mnist-expanded")
     images, labels = load_split(Path(data_root or info.default_root), "test", "mnist")

@@ -77,6 +77,16 @@ def load_checkpoint(path: Path) -> dict:
     return checkpoint
 
 
+def load_resumable(path: Path) -> dict:
+    """A checkpoint to continue training from: one with the optimizer and RNG states, which a
+    weights-only file (best.pt, or a copy of it over last.pt) lacks; errors name the file."""
+    checkpoint = load_checkpoint(path)
+    if not all(isinstance(checkpoint.get(key), dict) for key in ("optimizer", "rng")):
+        raise RunFolderError(f"{checkpoint_file(path)}: weights only, without the optimizer and RNG states "
+                             "that resuming needs (a best.pt or a copy of one?); cannot resume from it")
+    return checkpoint
+
+
 def _check_contents(path: Path, checkpoint: dict) -> None:
     """What every caller reads from a checkpoint: present, of the right kind, and a valid config."""
     expected = {"epoch": int, "config": dict, "history": list, "model": dict}

@@ -199,8 +199,11 @@ def build_parser() -> Parser:
                        help="train only the run of this name (repeatable; e.g. one per task of a job array)")
     sweep.add_argument("--list", action="store_true", help="print the run folders and stop")
 
-    evaluate = commands.add_parser("evaluate", help="test error and confusion matrix of a checkpoint")
+    evaluate = commands.add_parser("evaluate", help="test error (and confusion matrix) of a checkpoint, on the "
+                                                    "test sets its training scored")
     _inference_flags(evaluate)
+    evaluate.add_argument("--test-pairs", type=positive_int, metavar="N",
+                          help="MultiMNIST: test pairs per test image (default: the run's own; 1000: the paper's 10M)")
     _result_flags(evaluate, "JSON", required=False)
 
     reconstruct = commands.add_parser("reconstruct", help="reconstruction grid of a checkpoint (PNG)")
@@ -287,27 +290,49 @@ def _load(args):
 
     _check_result_path(args)
     run = load_trained(args.ckpt_path, args.data_root, args.device, args.test_subset, args.verify)
-    if args.meta_path:
-        print("note: --meta-path is ignored: capslib checkpoints carry their model definition", file=sys.stderr)
+    _note_meta_path(args)
     return run
 
 
+def _note_meta_path(args) -> None:
+    if args.meta_path:
+        print("note: --meta-path is ignored: capslib checkpoints carry their model definition", file=sys.stderr)
+
+
 def run_evaluate(args) -> None:
+    from .analysis import score_checkpoint
     from .files import atomic_write_text
     from .provenance import provenance
+    from .tables import AFFINE_LABEL
 
-    run = _load(args)
-    result = run.evaluation
-    print(f"{args.ckpt_path}: {run.config.dataset} test error {result.error_percent:.2f}% "
-          f"({len(result.misclassified)} of {len(result.labels)} misclassified), epoch {run.epoch}")
-    print("confusion matrix (rows: true, columns: predicted):")
-    print(result.confusion_matrix())
+    _check_result_path(args)
+    scored = score_checkpoint(args.ckpt_path, args.data_root, args.device, args.test_subset, args.test_pairs,
+                              args.verify)
+    _note_meta_path(args)
+    config, test = scored.config, scored.results["test"]
+    names = {"test": f"{config.dataset} test", "affine": AFFINE_LABEL}
+    for name, result in scored.results.items():
+        counted = f"{len(result.misclassified)} of {len(result.labels)} misclassified"
+        if not result.single_label:
+            counted += (f"; {scored.test_images} test images × {config.test_pairs} pairs, a pair correct iff its "
+                        "two labels are the two highest scores")
+        print(f"{args.ckpt_path}: {names[name]} error {result.error_percent:.2f}% ({counted}), epoch {scored.epoch}")
+    if test.single_label:
+        print("confusion matrix (rows: true, columns: predicted):")
+        print(test.confusion_matrix())
+    else:
+        print("no confusion matrix: each MultiMNIST example has two labels")
     if args.result_path:
-        atomic_write_text(args.result_path, json.dumps({
-            "checkpoint": str(args.ckpt_path), "epoch": run.epoch, "dataset": run.config.dataset,
-            "test_images": len(result.labels), "test_accuracy": result.accuracy,
-            "test_error_percent": result.error_percent, "confusion_matrix": result.confusion_matrix().tolist(),
-            "provenance": provenance(run.test_images.device)}, indent=2) + "\n")
+        report = {"checkpoint": str(args.ckpt_path), "epoch": scored.epoch, "dataset": config.dataset,
+                  "test_images": scored.test_images}
+        if not test.single_label:
+            report["test_pairs"] = config.test_pairs  # per test image
+        for name, result in scored.results.items():
+            report.update({f"{name}_examples": len(result.labels), f"{name}_accuracy": result.accuracy,
+                           f"{name}_error_percent": result.error_percent, f"{name}_loss": result.loss})
+        report["confusion_matrix"] = test.confusion_matrix().tolist() if test.single_label else None
+        report["provenance"] = provenance(scored.device)
+        atomic_write_text(args.result_path, json.dumps(report, indent=2) + "\n")
 
 
 def run_figure(args) -> None:

@@ -32,8 +32,12 @@ class Evaluation:
         return 100.0 * (1.0 - self.accuracy)
 
     @property
+    def single_label(self) -> bool:
+        return self.labels.ndim == 1
+
+    @property
     def correct(self) -> np.ndarray:
-        if self.labels.ndim == 1:
+        if self.single_label:
             return self.predictions == self.labels
         return (np.sort(self.predictions, axis=1) == np.sort(self.labels, axis=1)).all(axis=1)
 
@@ -43,7 +47,7 @@ class Evaluation:
 
     def confusion_matrix(self, num_classes: int = 10) -> np.ndarray:
         """Rows: true class; columns: predicted class."""
-        if self.labels.ndim != 1:
+        if not self.single_label:
             raise CapslibError("a confusion matrix needs one label per image (this set has several)")
         return np.bincount(self.labels * num_classes + self.predictions,
                            minlength=num_classes * num_classes).reshape(num_classes, num_classes)

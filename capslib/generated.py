@@ -1,7 +1,7 @@
 """The data of the paper's two other MNIST experiments, generated on the device from the MNIST IDX files
 (no dataset file is stored): MultiMNIST (section 6) and expanded MNIST with an affNIST-style test set
 (section 5.2). `data.DATASETS` declares their sizes; `epoch_examples` and `scored_sets` are what the
-training loop calls, for every dataset.
+training loop calls, for every dataset, and `split_sets` what `capslib evaluate` scores.
 
 MultiMNIST. The paper: "We generate the MultiMNIST training and test dataset by overlaying a digit on
 top of another digit from the same set (training or test) but different class. Each digit is shifted
@@ -108,10 +108,10 @@ def other_class_partners(labels: torch.Tensor, base: torch.Tensor, u: torch.Tens
 def overlay(images: torch.Tensor, labels: torch.Tensor, base: torch.Tensor, partner: torch.Tensor,
             base_shift: torch.Tensor, partner_shift: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """MultiMNIST examples: 28×28 `images` padded by `pad`, base and partner shifted (B×2 shifts, at most
-    `pad`), merged as min(a + b, 1); B×3×S×S (merged, base, partner) and B×2 labels (base, partner)."""
-    padded = F.pad(images, (pad, pad, pad, pad))
-    a = shift_images(padded[base], base_shift, pad)
-    b = shift_images(padded[partner], partner_shift, pad)
+    `pad`), merged as min(a + b, 1); B×3×S×S (merged, base, partner) and B×2 labels (base, partner).
+    Only the B chosen digits are padded: a test batch draws from all the test images."""
+    a = shift_images(F.pad(images[base], (pad,) * 4), base_shift, pad)
+    b = shift_images(F.pad(images[partner], (pad,) * 4), partner_shift, pad)
     merged = (a + b).clamp(max=1.0)
     return torch.cat([merged, a, b], dim=1), torch.stack([labels[base], labels[partner]], dim=1)
 
@@ -267,25 +267,31 @@ def epoch_examples(config, images: torch.Tensor, labels: torch.Tensor, epoch: in
     return epoch_data(padded, labels, config.seed, epoch, info.shift)
 
 
-def scored_sets(config, data, device) -> dict:
-    """The sets every evaluation scores: "test", "validation" when the run holds a split out, and
-    "affine" (the affNIST-style set) for expanded MNIST. MultiMNIST sets have config.test_pairs pairs
-    per image."""
+def split_sets(config, split: str, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """The sets that score one split of `config`'s dataset, made from its source images (N×1×28×28, on
+    the device): {split: the set}, and for expanded MNIST's test split also "affine" (the
+    affNIST-style set). MultiMNIST sets have config.test_pairs pairs per image. What training scores
+    and what `capslib evaluate` scores (analysis.score_checkpoint)."""
     info = dataset_info(config.dataset)
+    if info.source is None:
+        return {split: TensorSet(images, labels)}
+    if info.targets == 2:
+        return {split: MultiMNISTSet(images, labels, config.test_pairs, shift=info.shift)}
+    sets = {split: ShiftedSet(images, labels, info.pad)}
+    if split == "test":
+        sets["affine"] = AffineSet(images, labels)
+    return sets
+
+
+def scored_sets(config, data, device) -> dict:
+    """The sets every evaluation in training scores: "test" (and "affine": split_sets), and
+    "validation" when the run holds a split out."""
     splits = {"test": (data.test_images, data.test_labels)}
     if data.validation_images is not None:
         splits["validation"] = (data.validation_images, data.validation_labels)
     sets = {}
     for split, arrays in splits.items():
-        images, labels = to_tensors(*arrays, device)
-        if info.source is None:
-            sets[split] = TensorSet(images, labels)
-        elif info.targets == 2:
-            sets[split] = MultiMNISTSet(images, labels, config.test_pairs, shift=info.shift)
-        else:
-            sets[split] = ShiftedSet(images, labels, info.pad)
-            if split == "test":
-                sets["affine"] = AffineSet(images, labels)
+        sets.update(split_sets(config, split, *to_tensors(*arrays, device)))
     return sets
 
 

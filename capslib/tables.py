@@ -412,17 +412,20 @@ AFFINE_LABEL = "affNIST-style (generated)"
 
 
 def multimnist_table(runs: list[Run]) -> pd.DataFrame:
-    """Per configuration: the final MultiMNIST test error (%), mean ± sample std over seeds, beside the paper's."""
+    """Per configuration: the final MultiMNIST test error (%), mean ± sample std over seeds, beside the
+    paper's, and the test pairs each run scored (its test images × test_pairs; the paper: 10M)."""
     per_run = run_table(runs)
+    scored = {str(run.folder): run.info["test_images"] * run.config.test_pairs for run in runs}
     rows = []
     for configuration, group in per_run.groupby("configuration", sort=False):
         rows.append({"configuration": configuration, "runs": len(group),
                      "epochs": "/".join(str(e) for e in sorted(group.epochs.unique())),
+                     "test_pairs_scored": "/".join(str(n) for n in sorted({scored[run] for run in group.run})),
                      "test_error_mean": _round(group.final_test_error.mean()),
                      "test_error_std": _round(group.final_test_error.std(ddof=1)),
                      "paper_error": PAPER_MULTIMNIST.get(configuration)})
-    return pd.DataFrame(rows, columns=["configuration", "runs", "epochs", "test_error_mean", "test_error_std",
-                                       "paper_error"])
+    return pd.DataFrame(rows, columns=["configuration", "runs", "epochs", "test_pairs_scored", "test_error_mean",
+                                       "test_error_std", "paper_error"])
 
 
 def matched_target(runs: list[Run], cap: float | None = None) -> float:
@@ -466,7 +469,9 @@ def write_other_experiment_tables(multimnist_runs: list[Run], affine_runs: list[
         write_table(table, tables_dir / "multimnist", "MultiMNIST test error (%), mean ± sample std over seeds",
                     "An example is correct iff its two labels are the two longest capsules (the baseline: the two "
                     "highest logits); test set: generated.MultiMNISTSet, fixed seed, test_pairs pairs per test "
-                    "image (the paper's 1,000 = 10M pairs). paper = Sabour et al. 2017, section 6.")
+                    "image (the study: 100, 1M pairs; the paper's 1,000 = 10M pairs: capslib evaluate "
+                    "--test-pairs 1000); test_pairs_scored: each run's test images × test_pairs. "
+                    "paper = Sabour et al. 2017, section 6.")
         written["multimnist"] = table
     if affine_runs:
         target = matched_target(affine_runs, target_cap)

@@ -48,7 +48,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = False, log
     config.validate()
     ckpt_dir, log_dir = Path(config.ckpt_dir), config.log_dir
     with open_run_folder(ckpt_dir, log_dir, resume) as resume_from:
-        saved = ckpt.load_checkpoint(resume_from) if resume_from else None
+        saved = ckpt.load_resumable(resume_from) if resume_from else None
         if saved is not None:
             check_logs_belong_to(log_dir, TrainConfig.from_dict(saved["config"]), resume_from)
             conflicts = resume_conflicts(TrainConfig.from_dict(saved["config"]), config)

@@ -33,9 +33,11 @@ from PIL import Image
 
 from capslib import data as D
 from capslib.analysis import load_trained, perturbation_figure_of, reconstruction_figure_of
-from capslib.checkpoint import load_checkpoint
+from capslib.checkpoint import load_checkpoint, load_model
 from capslib.cli import main
+from capslib.config import TrainConfig
 from capslib.figures import png_bytes
+from capslib.generated import MultiMNISTSet, materialise
 
 train_module = importlib.import_module("capslib.train")  # `capslib.train` the attribute is the function
 REPO = Path(__file__).resolve().parent.parent
@@ -561,6 +563,98 @@ def test_figures_need_a_decoder(norecon, tmp_path, command):
 
 
 # ---------------------------------------------------------------------------------------------
+# evaluate on the paper's other experiments: the generated test sets that training scored
+
+
+@pytest.fixture(scope="module")
+def generated_runs(tmp_path_factory) -> dict[str, Path]:
+    """Run folders (checkpoints and logs together) of two tiny 1-epoch CPU runs: MultiMNIST scored on
+    the first 4 test images × 5 pairs, expanded MNIST on the first 20 test images (and their
+    affNIST-style versions)."""
+    root = tmp_path_factory.mktemp("generated_runs")
+    sizes = {"multimnist": {"test_subset": 4, "test_pairs": 5}, "mnist-expanded": {"test_subset": 20}}
+    for dataset, fields in sizes.items():
+        config = TrainConfig(dataset=dataset, routing_iterations=1, train_subset=40, batch_size=32, epochs=1,
+                             device="cpu", ckpt_dir=str(root / dataset), **fields)
+        train_module.train(config, log=lambda *_: None)
+    return {dataset: root / dataset for dataset in sizes}
+
+
+def logged(folder: Path) -> pd.Series:
+    """The last evaluation the training run logged."""
+    return pd.read_csv(folder / "metrics.csv").iloc[-1]
+
+
+def test_evaluate_multimnist_reproduces_the_test_error_training_logged(generated_runs, tmp_path):
+    folder, result = generated_runs["multimnist"], tmp_path / "eval.json"
+    code, out, err = cli("evaluate", f"--ckpt-path={folder}", f"--result-path={result}", "--device", "cpu")
+    assert code == 0, err
+    report = json.loads(result.read_text())
+    assert (report["dataset"], report["test_images"], report["test_pairs"], report["test_examples"]) == (
+        "multimnist", 4, 5, 20)
+    assert report["test_error_percent"] == pytest.approx(logged(folder).test_error)
+    # the same loss to float precision: the same regenerated pairs, both labels of each
+    assert report["test_loss"] == pytest.approx(logged(folder).test_loss, rel=1e-6)
+    assert report["confusion_matrix"] is None
+    assert f"multimnist test error {logged(folder).test_error:.2f}%" in out and "of 20 misclassified" in out
+    assert "confusion matrix" in out and "[[" not in out  # one line instead of a matrix
+
+
+def test_evaluate_multimnist_scores_test_pairs_of_the_first_test_subset_images(generated_runs, tmp_path):
+    folder, result = generated_runs["multimnist"], tmp_path / "eval.json"
+    code, _, err = cli("evaluate", f"--ckpt-path={folder}", "--test-subset", "6", "--test-pairs", "4",
+                       f"--result-path={result}", "--device", "cpu")
+    assert code == 0, err
+    report = json.loads(result.read_text())
+    assert (report["test_images"], report["test_pairs"], report["test_examples"]) == (6, 4, 24)
+    # by hand: pair j of the set overlays test image j // 4; correct iff the two longest capsules are its labels
+    model, _, _ = load_model(folder)
+    images, labels = D.load_split(MNIST, "test", "mnist")
+    x, y = materialise(MultiMNISTSet(*D.to_tensors(images[:6], labels[:6]), pairs=4))
+    with torch.no_grad():
+        output = model(x, y)
+    top2 = output.scores.topk(2, dim=1).indices.sort(dim=1).values
+    accuracy = (top2 == y.sort(dim=1).values).all(dim=1).double().mean().item()
+    assert report["test_accuracy"] == pytest.approx(accuracy)
+    assert report["test_loss"] == pytest.approx(output.loss.item(), rel=1e-5)
+
+
+def test_evaluate_expanded_mnist_scores_the_expanded_and_the_affine_test_sets(generated_runs, tmp_path):
+    folder, result = generated_runs["mnist-expanded"], tmp_path / "eval.json"
+    code, out, err = cli("evaluate", f"--ckpt-path={folder}", f"--result-path={result}", "--device", "cpu")
+    assert code == 0, err
+    report, row = json.loads(result.read_text()), logged(folder)
+    assert (report["test_examples"], report["affine_examples"]) == (20, 20) and "test_pairs" not in report
+    assert report["test_accuracy"] == pytest.approx(row.test_accuracy)
+    assert report["test_loss"] == pytest.approx(row.test_loss, rel=1e-6)
+    assert report["affine_accuracy"] == pytest.approx(row.affine_accuracy)
+    assert np.array(report["confusion_matrix"]).sum() == 20
+    assert f"mnist-expanded test error {row.test_error:.2f}%" in out
+    assert f"affNIST-style (generated) error {row.affine_error:.2f}%" in out
+
+
+@pytest.mark.parametrize("run, argv, named", [
+    ("multimnist", ["--test-pairs", "60001"], "test_pairs must be at most"),
+    ("mnist", ["--test-pairs", "5"], "--test-pairs"),
+    ("multimnist", ["--test-pairs", "0"], "--test-pairs"),
+])
+def test_evaluate_test_pairs_mistakes_are_one_line(generated_runs, recon, tmp_path, run, argv, named):
+    folder = recon.ckpt if run == "mnist" else generated_runs[run]
+    code, out, err = cli("evaluate", f"--ckpt-path={folder}", *argv, "--device", "cpu",
+                         "--result-path", tmp_path / "eval.json")
+    assert code == 2
+    assert named in one_line(err)
+    assert out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_figures_of_a_generated_run_are_one_line(generated_runs, tmp_path):
+    code, out, err = cli("reconstruct", f"--ckpt-path={generated_runs['multimnist']}",
+                         "--result-path", tmp_path / "r.png", "--device", "cpu")
+    assert code == 2
+    assert "08_multimnist" in one_line(err) and out == ""
+
+
+# ---------------------------------------------------------------------------------------------
 # run folders and files that cannot be used: one line, exit 2, nothing already written lost
 
 
@@ -600,6 +694,26 @@ def test_resume_of_a_run_killed_before_its_final_logs_finishes_them(norecon, tmp
     assert info["status"] == "complete" and info["summary"]["epochs_done"] == 1
     pd.testing.assert_frame_equal(pd.read_csv(logs / "metrics.csv"), norecon.metrics)
     assert (ckpt / "last.pt").read_bytes() == last  # nothing trained
+
+
+@pytest.mark.parametrize("replacement", ["best.pt", "state_dict"])
+def test_resume_from_a_weights_only_last_pt_is_one_line(norecon, tmp_path, replacement):
+    """last.pt overwritten by a best.pt (weights, no optimizer) or a plain state_dict: --resume names
+    the file and says why, in the real process, without a traceback and without touching the folder."""
+    ckpt, logs = copy_run(norecon, tmp_path)
+    if replacement == "best.pt":
+        shutil.copy2(ckpt / "best.pt", ckpt / "last.pt")
+    else:
+        torch.save(load_checkpoint(ckpt / "best.pt")["model"], ckpt / "last.pt")
+    before = {"ckpt": snapshot(ckpt), "logs": snapshot(logs)}
+    argv = train_argv(ckpt, logs, False, "--resume")
+    argv[argv.index("--epochs") + 1] = "2"
+    done = python_m_capslib(*argv, cwd=tmp_path)
+    assert done.returncode != 0
+    line = one_line(done.stderr)
+    assert line.startswith("capslib train: error:") and str(ckpt / "last.pt") in line
+    assert ("optimizer" if replacement == "best.pt" else "not a capslib checkpoint") in line
+    assert {"ckpt": snapshot(ckpt), "logs": snapshot(logs)} == before
 
 
 @pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])

@@ -76,10 +76,11 @@ def history(errors: list[float], epoch_seconds: float = 2.0) -> list[dict]:
     return rows
 
 
-def make_run(root, errors, status="complete", metrics=True, command="python -m capslib train", **config):
+def make_run(root, errors, status="complete", metrics=True, command="python -m capslib train", test_images=10_000,
+             **config):
     config = TrainConfig(**config)
     folder = root / run_name(config)
-    info = {"config": config.to_dict(), "parameters": 1, "status": status,
+    info = {"config": config.to_dict(), "parameters": 1, "status": status, "test_images": test_images,
             "sessions": [{"command": "an earlier session", "commit": "old", "device": "old", "software": "old",
                           "date": "2020-01-01T00:00:00Z", "start_epoch": 0},
                          {"command": command, "commit": "abc123", "device": "1x GPU", "software": "torch",
@@ -575,6 +576,19 @@ def test_best_run_picks_the_lowest_final_error(study):
 def bench_row(path, routing, reconstruction, images_per_second, batch_size=128, model="capsnet"):
     return {"model": model, "path": path, "routing": routing, "reconstruction": reconstruction,
             "batch_size": batch_size, "images_per_second": images_per_second}
+
+
+def test_multimnist_table_shows_the_test_pairs_each_run_scored(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, [9.0, 6.0], dataset="multimnist", seed=1, test_pairs=100)
+    make_run(root, [8.0, 5.0], dataset="multimnist", seed=2, test_pairs=100)
+    make_run(root, [12.0], dataset="multimnist", model="baseline", seed=1, test_pairs=1000)
+    make_run(root, [11.0], dataset="multimnist", model="baseline", seed=2, test_pairs=2, test_images=10)
+    table = T.multimnist_table(find_runs(root)).set_index("configuration")
+    assert table.loc["routing 3, reconstruction", "test_pairs_scored"] == "1000000"   # 10,000 images × 100
+    assert table.loc["baseline CNN", "test_pairs_scored"] == "20/10000000"            # runs that differ: both
+    assert table.loc["routing 3, reconstruction", "test_error_mean"] == pytest.approx(5.5)
+    assert table.loc["baseline CNN", "paper_error"] == 8.1
 
 
 def test_add_speedups():

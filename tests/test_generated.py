@@ -2,6 +2,7 @@
 the device (determinism, what each example holds, overlap), the models for 36×36 and 40×40 inputs and
 their two-label losses, the top-2 rule, and the affNIST-style set's ranges."""
 
+import hashlib
 import math
 
 import numpy as np
@@ -13,8 +14,8 @@ from capslib.config import TrainConfig
 from capslib.data import dataset_info, load_split, to_tensors
 from capslib.evaluate import Evaluation, evaluate_set
 from capslib.generated import (AFFINE_RANGES, AffineSet, MultiMNISTSet, ShiftedSet, affine_parameters,
-                               affine_transform, epoch_examples, hashed_uniform, multimnist_epoch,
-                               other_class_partners, overlay)
+                               affine_transform, epoch_examples, hashed_uniform, materialise,
+                               multimnist_epoch, other_class_partners, overlay)
 from capslib.losses import M_NEG, M_POS, LAMBDA
 from capslib.model import CapsNet, PooledCNN, count_parameters, is_correct, model_for, predicted_classes
 
@@ -125,6 +126,48 @@ def test_multimnist_test_set_is_a_function_of_the_pair_index(mnist_train):
     assert not torch.equal(whole, MultiMNISTSet(x[:30], y[:30], pairs=4, seed=1).batch(0, 120)[0])
     # the prefix of a larger set per image is not required, but pairs of one base differ from each other
     assert not torch.equal(whole[0], whole[1])
+
+
+@pytest.fixture(scope="module")
+def mnist_test_images():
+    images, labels = load_split(dataset_info("mnist").default_root, "test", "mnist")
+    return to_tensors(images[:50], labels[:50])
+
+
+# SHA-256 of the first 50 MNIST test images' MultiMNIST test set (6 pairs each: 300 pairs) as bytes
+# (pixels × 255, labels), computed when the set was defined: any change to the pairs shows here.
+MULTIMNIST_TEST_SHA256 = "377716b8c6737787b1affcaaac92917eb953616ca2290d6d09ffb9b481183832"
+
+
+def test_multimnist_test_set_is_the_one_defined(mnist_test_images):
+    x, y = materialise(MultiMNISTSet(*mnist_test_images, pairs=6))
+    digest = hashlib.sha256((x * 255).round().to(torch.uint8).numpy().tobytes())
+    digest.update(y.numpy().astype(np.int64).tobytes())
+    assert digest.hexdigest() == MULTIMNIST_TEST_SHA256
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64, 300])
+def test_multimnist_batches_are_slices_of_the_whole_set(mnist_test_images, batch_size):
+    test = MultiMNISTSet(*mnist_test_images, pairs=6)
+    whole, labels = materialise(test)
+    for start in range(0, len(test), batch_size):
+        x, y = test.batch(start, start + batch_size)
+        assert torch.equal(x, whole[start:start + batch_size]) and torch.equal(y, labels[start:start + batch_size])
+
+
+def test_multimnist_batch_pads_only_its_own_digits(mnist_test_images, monkeypatch):
+    # Scoring 10M pairs batch by batch: padding all test images for every batch of 1,000 pairs
+    # would cost more than the pairs themselves. Every padded tensor holds at most the batch's digits.
+    padded = []
+    pad = F.pad
+
+    def spy(images, *args, **kwargs):
+        padded.append(len(images))
+        return pad(images, *args, **kwargs)
+
+    monkeypatch.setattr(F, "pad", spy)
+    MultiMNISTSet(*mnist_test_images, pairs=6).batch(100, 110)
+    assert padded and max(padded) <= 10, padded
 
 
 def test_hashed_uniform_is_uniform_and_stream_dependent():

@@ -360,3 +360,15 @@ def test_full_size_sweep_without_a_gpu_is_refused_in_one_line(tmp_path):
     assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
     assert "3 of 3 runs are not finished" in refused.stderr and "--device cpu" in refused.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+
+
+def test_multimnist_study_scores_100_test_pairs_per_image_and_train_keeps_the_papers_1000(tmp_path):
+    # the study's scoring must fit a time-limited job (studies.MULTIMNIST_TEST_PAIRS); `capslib train`
+    # keeps the paper's 10M pairs
+    full = study_runs("multimnist", [1, 2], tmp_path / "runs", tmp_path / "results")
+    assert len(full) == 4 and {c.test_pairs for c in full} == {100}
+    assert TrainConfig().test_pairs == 1000 == config_from_args(build_parser().parse_args(["train"])).test_pairs
+    tiny = study_runs("multimnist", [1], tmp_path / "runs", tmp_path / "results", "tiny")
+    assert {c.test_pairs for c in tiny} == {2}                                  # the profile's size
+    asked = study_runs("multimnist", [1], tmp_path / "runs", tmp_path / "results", test_pairs=1000)
+    assert {c.test_pairs for c in asked} == {1000}                              # sweep --test-pairs 1000

@@ -46,6 +46,10 @@ DIVERGENCE = ["tests/test_train.py::test_a_nan_loss_stops_the_run_and_keeps_the_
 RECIPES = ["tests/test_recipes.py"]
 LOCKS = ["tests/test_gpus.py"]
 REPORTS = ["tests/test_reports.py"]
+# capslib evaluate on tiny MultiMNIST and expanded-MNIST runs (trained once per pytest process)
+GENERATED_EVAL = ["tests/test_cli.py::test_evaluate_multimnist_reproduces_the_test_error_training_logged",
+                  "tests/test_cli.py::test_evaluate_multimnist_scores_test_pairs_of_the_first_test_subset_images",
+                  "tests/test_cli.py::test_evaluate_expanded_mnist_scores_the_expanded_and_the_affine_test_sets"]
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,40 @@ MUTANTS = [
            "* len(x)\n    finally:\n        pass", EVALUATION, "training continues in eval mode after an evaluation"),
     Mutant("confusion-matrix-transposed", "evaluate.py", "self.labels * num_classes + self.predictions",
            "self.predictions * num_classes + self.labels", EVALUATION, "confusion matrix rows are predictions"),
+    # --- the generated test sets and capslib evaluate on them ---------------------------------
+    Mutant("multimnist-batch-pads-whole-set", "generated.py",
+           "a = shift_images(F.pad(images[base], (pad,) * 4), base_shift, pad)\n"
+           "    b = shift_images(F.pad(images[partner], (pad,) * 4), partner_shift, pad)",
+           "padded = F.pad(images, (pad,) * 4)\n    a = shift_images(padded[base], base_shift, pad)\n"
+           "    b = shift_images(padded[partner], partner_shift, pad)",
+           ["tests/test_generated.py::test_multimnist_batch_pads_only_its_own_digits"],
+           "every test batch pads all the test images, not only its own digits"),
+    Mutant("multimnist-test-set-redrawn", "generated.py", "for stream in range(5)]", "for stream in range(1, 6)]",
+           ["tests/test_generated.py::test_multimnist_test_set_is_the_one_defined"],
+           "the fixed MultiMNIST test pairs change (other hash streams)"),
+    Mutant("top2-rule-one-digit-enough", "model.py", "== targets.sort(dim=1).values).all(dim=1)",
+           "== targets.sort(dim=1).values).any(dim=1)",
+           ["tests/test_generated.py::test_top2_rule_on_hand_made_scores", GENERATED_EVAL[1]],
+           "a MultiMNIST pair counts as correct when one of its two digits is in place"),
+    Mutant("evaluate-ignores-test-pairs", "analysis.py", "config = dataclasses.replace(config, test_pairs=test_pairs).validate()",
+           "config = config.validate()", GENERATED_EVAL, "capslib evaluate --test-pairs N scores the run's own pairs"),
+    Mutant("evaluate-ignores-test-subset", "analysis.py", "subset = test_subset or config.test_subset",
+           "subset = config.test_subset", GENERATED_EVAL, "capslib evaluate --test-subset N scores the run's own subset"),
+    Mutant("evaluate-without-affine-set", "generated.py", 'if split == "test":\n        sets["affine"]',
+           'if split == "never":\n        sets["affine"]', GENERATED_EVAL,
+           "expanded MNIST is scored without its affNIST-style set"),
+    Mutant("multimnist-study-paper-pairs", "studies.py", "MULTIMNIST_TEST_PAIRS = 100", "MULTIMNIST_TEST_PAIRS = 1000",
+           ["tests/test_recipes.py::test_multimnist_study_scores_100_test_pairs_per_image_and_train_keeps_the_papers_1000"],
+           "the MultiMNIST study scores 10M test pairs, more than a time-limited job can"),
+    Mutant("multimnist-table-pairs-per-image", "tables.py",
+           'scored = {str(run.folder): run.info["test_images"] * run.config.test_pairs for run in runs}',
+           "scored = {str(run.folder): run.config.test_pairs for run in runs}",
+           ["tests/test_figures.py::test_multimnist_table_shows_the_test_pairs_each_run_scored"],
+           "the MultiMNIST table shows pairs per test image as the pairs scored"),
+    Mutant("resume-from-weights-only", "checkpoint.py",
+           'if not all(isinstance(checkpoint.get(key), dict) for key in ("optimizer", "rng")):', "if False:",
+           ["tests/test_cli.py::test_resume_from_a_weights_only_last_pt_is_one_line"],
+           "--resume from a best.pt copied over last.pt ends in a KeyError traceback"),
     # --- the CUDA-graph set-up (runs on the CPU too) and the training step -------------------
     Mutant("restore-keeps-warm-up-adam-state (bug 4)", "speed.py",
            "value.copy_(before[key]) if key in before else value.zero_()",
