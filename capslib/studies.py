@@ -10,12 +10,12 @@
     precision  Table 1's routing 3 + reconstruction runs (paper recipe, with the split) in strict
                float32 (speed path fp32: eager, TF32 off) where the study's GPU runs use bf16 and
                TF32 like the graph path: is the gap the arithmetic? (compare with table1's runs)
+    table1     Table 1's five configurations and Fashion-MNIST (routing 3 + reconstruction) with the
+               paper recipe for 40 epochs, with the same split: the study's runs, scored honestly
     table1-official  the official recipe at full length, with the split, for the other four Table 1
                configurations and Fashion-MNIST (`official` has routing 3 + reconstruction): the
                honest protocol that comes closest, for every row (for the baseline CNN the recipe's
                training choices only: shifts, schedule, length; its model choices are CapsNet's)
-    table1     Table 1's five configurations and Fashion-MNIST (routing 3 + reconstruction) with the
-               paper recipe for 40 epochs, with the same split: the study's runs, scored honestly
     multimnist section 6: CapsNet (routing 3 + reconstruction of both digits) and the pooled baseline
                CNN on MultiMNIST, scored on the fixed generated test set with 100 pairs per test image
                (1M pairs; the paper's 1,000, 10M: `capslib evaluate --test-pairs 1000` on a checkpoint)
@@ -54,7 +54,8 @@ MULTIMNIST_EPOCHS, MULTIMNIST_EVAL_EVERY = 100, 50
 # 100 test pairs per test image (1M), not the paper's 1,000 (10M, TrainConfig's default): a GPU smoke
 # run spent most of its time scoring, and a run cannot checkpoint in the middle of a scoring, which must
 # fit in one time-limited job. At 5% error, 1M pairs have a binomial standard error of 0.02 points, far
-# below the gap between the models it compares (the paper: 5.2% against 8.1%). `capslib evaluate --test-pairs 1000` scores the 10M.
+# below the gap between the models it compares (the paper: 5.2% against 8.1%). `capslib evaluate
+# --test-pairs 1000` scores the 10M.
 MULTIMNIST_TEST_PAIRS = 100
 AFFINE_EPOCHS = 100
 STUDY_NAMES = ("ablation", "official", "official-60k", "precision", "table1", "table1-official", "multimnist",

@@ -14,6 +14,7 @@ Run only these with `python -m pytest -m notebooks`, or skip them with `-m "not 
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import html
 import json
 import os
@@ -79,9 +80,9 @@ def run_command(command: list[str], timeout: float, cwd: Path = REPO) -> tuple[i
     return process.returncode, output
 
 
-def make(study_dir: Path, *targets: str, timeout: float = 400) -> tuple[int, str]:
-    return run_command(["make", f"PYTHON={sys.executable}", "PROFILE=tiny", f"STUDY_DIR={study_dir}", *targets],
-                       timeout)
+def make(study_dir: Path, *targets: str, timeout: float = 400, jobs: int = 1) -> tuple[int, str]:
+    return run_command(["make", f"-j{jobs}", f"PYTHON={sys.executable}", "PROFILE=tiny", f"STUDY_DIR={study_dir}",
+                        *targets], timeout)
 
 
 def read_notebook(path: Path) -> dict:
@@ -124,7 +125,9 @@ def visible_text(page: str) -> str:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
     study_dir = tmp_path_factory.mktemp("study")
-    code, output = make(study_dir, "reproduce", timeout=900)  # a guard against hangs, not a speed test
+    # two steps at a time, as on a 2-GPU machine: also a test that the steps' prerequisites are complete
+    # (a step that ran before what it reads would fail or miss rows)
+    code, output = make(study_dir, "reproduce", timeout=900, jobs=2)  # the timeout: a guard against hangs
     assert code == 0, f"make reproduce failed with status {code}:\n{output[-8000:]}"
     return study_dir
 
@@ -424,6 +427,8 @@ def test_study_dir_with_a_space_is_one_make_error(tmp_path):
 
 NEWCOMER_ORDER = ["01_data", "02_train", "03_reconstruct", "04_perturb", "05_fashion", "06_summary", "07_ablation",
                   "08_multimnist", "09_affine"]
+NEWCOMER_LANES = [["01_data", "02_train", "03_reconstruct", "06_summary", "07_ablation"],
+                  ["04_perturb", "05_fashion", "08_multimnist", "09_affine"]]
 
 
 def git(folder: Path, *args: str) -> str:
@@ -466,12 +471,19 @@ def newcomer(fresh_clone, tmp_path_factory) -> dict:
                if (REPO / folder).is_dir()}
     status = git(REPO, "status", "--porcelain")
     executed = {}
-    for name in NEWCOMER_ORDER:
-        tiny = ["-p", "profile", "tiny"] if "profile" in parameter_names(read_notebook(REPO / "notebooks" / f"{name}.ipynb")) else []
-        out = out_dir / f"{name}.ipynb"
-        code, output = run_command([sys.executable, "-m", "papermill", "--no-progress-bar", "-k", "python3",
-                                    f"{name}.ipynb", str(out), *tiny], timeout=300, cwd=fresh_clone / "notebooks")
-        executed[name] = (code, output, out)
+
+    def run_in_order(names):
+        for name in names:
+            tiny = ["-p", "profile", "tiny"] if "profile" in parameter_names(read_notebook(REPO / "notebooks" / f"{name}.ipynb")) else []
+            out = out_dir / f"{name}.ipynb"
+            code, output = run_command([sys.executable, "-m", "papermill", "--no-progress-bar", "-k", "python3",
+                                        f"{name}.ipynb", str(out), *tiny], timeout=300, cwd=fresh_clone / "notebooks")
+            executed[name] = (code, output, out)
+
+    # two lanes at once (CI has two cores), each in a newcomer's order; only 03 reads what another
+    # notebook wrote (02's run), so they share a lane
+    with concurrent.futures.ThreadPoolExecutor(2) as lanes:
+        list(lanes.map(run_in_order, NEWCOMER_LANES))
     return {"clone": fresh_clone, "executed": executed, "repo_status": (status, git(REPO, "status", "--porcelain")),
             "repo_trees": (watched, {folder: tree_snapshot(REPO / folder) for folder in watched})}
 
@@ -532,3 +544,8 @@ def test_newcomer_summary_reproduces_the_committed_table(newcomer):
     text = output_text(read_notebook(newcomer["executed"]["06_summary"][2]))
     assert "| MNIST | routing 3, reconstruction |" in text
     assert not re.search(r"\bnan\b|\bNone\b", text, re.IGNORECASE)
+
+
+def test_newcomer_lanes_hold_every_notebook_once_in_order():
+    assert sorted(sum(NEWCOMER_LANES, [])) == NEWCOMER_ORDER
+    assert all(lane == sorted(lane) for lane in NEWCOMER_LANES)
