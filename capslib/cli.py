@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -396,6 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"capslib{f' {args.command}' if args else ''}: {_interrupted(args)}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # whoever read our output stopped (`capslib sweep --list | head -1`): stop quietly, as Unix tools
+        # do; stdout goes to /dev/null so that Python's own flush at exit does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 def _run_command(args) -> int:

@@ -884,3 +884,13 @@ def test_bench_on_a_machine_without_cuda_is_one_line(tmp_path, monkeypatch):
     line = one_line(err)
     assert line.startswith("capslib bench: error:") and "needs a CUDA GPU" in line
     assert out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    # `capslib sweep --list | head -1`: the pipe closes before capslib writes (it is still importing torch)
+    process = subprocess.Popen([sys.executable, "-m", "capslib", "sweep", "official,ablation", "--list"], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141  # 128 + SIGPIPE, as a Unix tool killed by it
+    assert stderr == ""
