@@ -4,8 +4,8 @@ the notebooks take a `profile` parameter and the Makefile passes PROFILE.
     full   the study, the committed results: 40 epochs of all 60,000 images, batch 128 (a GPU)
     quick  a CPU, in minutes: 2 epochs of 1,000 images at batch 32 (62 steps, enough to learn
            something), tested on 500 images
-    tiny   the test suite: 1 epoch of 256 images, 100 test images (checks that everything runs;
-           it learns nothing)
+    tiny   the test suite: 1 epoch of 64 images at batch 32, 100 test images (checks that everything
+           runs, in two steps of the smallest batch that is still a batch; it learns nothing)
     auto   full with a CUDA GPU, quick without
 
 The paper's other experiments (MultiMNIST 36×36, expanded MNIST 40×40: 3–4× the work per image of
@@ -44,7 +44,7 @@ class Profile:
 PROFILES = {
     "full": Profile("full", epochs=40, batch_size=128, train_subset=None, test_subset=None),
     "quick": Profile("quick", epochs=2, batch_size=32, train_subset=1000, test_subset=500),
-    "tiny": Profile("tiny", epochs=1, batch_size=128, train_subset=256, test_subset=100),
+    "tiny": Profile("tiny", epochs=1, batch_size=32, train_subset=64, test_subset=100),
 }
 GENERATED_PROFILES = {  # on a 2-core CPU a CapsNet trains ~10 such images a second
     "quick": Profile("quick", epochs=2, batch_size=32, train_subset=300, test_subset=100, test_pairs=2),

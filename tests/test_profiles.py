@@ -70,7 +70,7 @@ def test_run_config_takes_the_profile_sizes_unless_given(capsys):
     assert config.ckpt_dir == os.path.join("r", "fashion-mnist_routing1_recon_seed1")
     assert config.logs_dir == os.path.join("s", "runs", "fashion-mnist_routing1_recon_seed1")
     said = capsys.readouterr().out
-    assert "profile **tiny**" in said and "1 epoch of 256 training images" in said
+    assert "profile **tiny**" in said and "1 epoch of 64 training images" in said
     config = notebook.run_config("quick", device="cpu", epochs=5, train_subset=300)
     assert (config.epochs, config.batch_size, config.train_subset, config.test_subset) == (5, 32, 300, 500)
     assert "with epochs = 5, train_subset = 300" in capsys.readouterr().out
