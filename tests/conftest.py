@@ -1,4 +1,4 @@
-"""Fixtures shared by several test files."""
+"""Fixtures shared by several test files, and the tiny study started in the background."""
 
 import pytest
 import torch
@@ -27,3 +27,24 @@ def early_capsnet():
     with torch.no_grad():
         model.W.mul_(30)
     return model
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected what will not run
+def pytest_collection_modifyitems(session, config, items):
+    """When the tiny study of tests/test_notebooks.py will run, start it now, in the background, and
+    run the tests of that file last: the study (minutes of mostly single-process work) then runs
+    beside the other tests instead of after them, on CI's two cores."""
+    notebook_tests = [item for item in items if item.path.name == "test_notebooks.py"]
+    if config.option.collectonly or not any("study" in item.fixturenames for item in notebook_tests):
+        return
+    items[:] = [item for item in items if item.path.name != "test_notebooks.py"] + notebook_tests
+    notebook_tests[0].module.start_tiny_study()
+    torch.set_num_threads(1)  # the study takes the other core; two threads each would contend
+
+
+def pytest_unconfigure(config):
+    import sys
+
+    module = sys.modules.get("test_notebooks")
+    if module is not None:
+        module.stop_tiny_study()

@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -65,27 +66,44 @@ ROUTING_MESSAGE = "routing_iterations must be a positive integer"
 # helpers
 
 
-def run_command(command: list[str], timeout: float, cwd: Path = REPO) -> tuple[int, str]:
-    """Run `command` in `cwd` (the repository root) in its own process group (killed whole on
-    timeout); return its exit status and its stdout and stderr together."""
+def start_command(command: list[str], log: Path, cwd: Path = REPO) -> subprocess.Popen:
+    """Start `command` in `cwd` (the repository root) in its own process group (so that it can be
+    killed whole), its stdout and stderr together into the file `log` (a pipe that nobody reads while
+    it runs in the background would fill and stop it)."""
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
     # two processes at a time (make -j2, two newcomer lanes) on CI's two cores: one thread each, not two
     # each that contend (a third faster on tiny runs)
     env.setdefault("OMP_NUM_THREADS", "1")
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
+    with open(log, "w") as output:
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def finish_command(process: subprocess.Popen, log: Path, timeout: float) -> tuple[int, str]:
+    """Wait for a started command (killing its process group after `timeout` s, and failing the test);
+    return its exit status and its output."""
     try:
-        output, _ = process.communicate(timeout=timeout)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"{' '.join(command)} ran past {timeout} s:\n{output[-5000:]}")
-    return process.returncode, output
+        process.wait()
+        pytest.fail(f"{' '.join(map(str, process.args))} ran past {timeout} s:\n{log.read_text()[-5000:]}")
+    return process.returncode, log.read_text()
+
+
+def run_command(command: list[str], timeout: float, cwd: Path = REPO) -> tuple[int, str]:
+    """Run `command` in `cwd`: its exit status and its stdout and stderr together."""
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "output.log"
+        return finish_command(start_command(command, log, cwd), log, timeout)
+
+
+def make_command(study_dir: Path, *targets: str, jobs: int = 1) -> list[str]:
+    return ["make", f"-j{jobs}", f"PYTHON={sys.executable}", "PROFILE=tiny", f"STUDY_DIR={study_dir}", *targets]
 
 
 def make(study_dir: Path, *targets: str, timeout: float = 400, jobs: int = 1) -> tuple[int, str]:
-    return run_command(["make", f"-j{jobs}", f"PYTHON={sys.executable}", "PROFILE=tiny", f"STUDY_DIR={study_dir}",
-                        *targets], timeout)
+    return run_command(make_command(study_dir, *targets, jobs=jobs), timeout)
 
 
 def read_notebook(path: Path) -> dict:
@@ -125,14 +143,38 @@ def visible_text(page: str) -> str:
 # the tiny study (module-scoped)
 
 
+# conftest.py starts the tiny study as soon as the tests that need it are collected, so that it runs
+# beside the other tests (minutes of work, much of it one process at a time), and runs these tests last.
+BACKGROUND: dict = {}
+
+
+def start_tiny_study() -> None:
+    """`make -j2 PROFILE=tiny reproduce` into a new temporary folder, in the background; two steps at
+    a time, as on a 2-GPU machine: also a test that the steps' prerequisites are complete (a step
+    that ran before what it reads would fail or miss rows). stop_tiny_study removes it all."""
+    root = Path(tempfile.mkdtemp(prefix="capslib-tiny-study-"))
+    study_dir, log = root / "study", root / "make.log"
+    BACKGROUND.update(root=root, study_dir=study_dir, log=log,
+                      process=start_command(make_command(study_dir, "reproduce", jobs=2), log))
+
+
+def stop_tiny_study() -> None:
+    process = BACKGROUND.get("process")
+    if process is not None and process.poll() is None:  # pytest stopped early (-x, Ctrl-C)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    if "root" in BACKGROUND:
+        shutil.rmtree(BACKGROUND["root"], ignore_errors=True)
+    BACKGROUND.clear()
+
+
 @pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    study_dir = tmp_path_factory.mktemp("study")
-    # two steps at a time, as on a 2-GPU machine: also a test that the steps' prerequisites are complete
-    # (a step that ran before what it reads would fail or miss rows)
-    code, output = make(study_dir, "reproduce", timeout=900, jobs=2)  # the timeout: a guard against hangs
+def study() -> Path:
+    if not BACKGROUND:  # not started at collection (conftest.py): start it now
+        start_tiny_study()
+    code, output = finish_command(BACKGROUND["process"], BACKGROUND["log"], timeout=900)  # a guard against hangs
     assert code == 0, f"make reproduce failed with status {code}:\n{output[-8000:]}"
-    return study_dir
+    return BACKGROUND["study_dir"]
 
 
 @pytest.fixture(scope="module")
