@@ -1,35 +1,45 @@
 """capslib: a reproducible PyTorch study of "Dynamic Routing Between Capsules" (Sabour, Frosst,
 Hinton, NeurIPS 2017).
 
-    data.py        IDX files, validation, dataset registry, on-device shifts
-    generated.py   MultiMNIST, expanded MNIST and the affNIST-style set, generated on the device
-    model.py       CapsNet (squash, dynamic routing, decoder) and the baseline CNNs; the top-2 rule
-    losses.py      margin loss, reconstruction loss
-    config.py      TrainConfig, the one place a run is described
-    speed.py       speed paths: fp32 reference … bf16 + torch.compile + CUDA graph
-    train.py       the training loop, logging and checkpointing every epoch
-    checkpoint.py  atomic, weights-only checkpoints
-    runs.py        run folders: metrics.csv, run.json, reading runs back
-    evaluate.py    test error, predictions, confusion matrix
-    analysis.py    a trained run with its test set: reconstructions, perturbations
-    figures.py     the study's figures
-    tables.py      result tables beside the paper's Table 1
-    profiles.py    run sizes by purpose: full (the study), quick (CPU), tiny (tests)
-    notebook.py    what each notebook does first: find its clone, size runs, find or train a model
-    reports.py     `make report`: the HTML reports, then the executed notebooks without their figures
-    predict.py     classify your own images (converted to MNIST's format)
-    lab.py         `make lab`: saving a notebook keeps the committed metadata
-    bench.py       `capslib bench`
-    cli.py         the command line
+    capslib/core/    the paper's CapsNet and its training: data, the model with its routing and
+                     losses, the speed paths, training, evaluation, checkpoints, run folders.
+                     It imports nothing of the study.
+    capslib/study/   the study built on it: the declared sets of runs and their sweeps, profiles,
+                     analysis, tables, figures, notebook helpers, HTML reports, benchmarks
+    capslib/cli.py   the command line (`capslib ...`, `python -m capslib ...`)
+
+The layers are a contract that `make test` checks (import-linter, pyproject.toml). `import capslib`
+is light: it loads neither torch nor the study's matplotlib and pandas; the names below are imported
+the first time they are used.
 """
 
-from .config import TrainConfig
-from .errors import CapslibError
-from . import analysis, data, figures, generated, notebook, profiles, runs, studies, tables
-from .provenance import REPO
-from .model import BaselineCNN, CapsNet, count_parameters, dynamic_routing, squash
-from .train import train
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["REPO", "TrainConfig", "CapslibError", "BaselineCNN", "CapsNet", "count_parameters", "dynamic_routing",
-           "squash", "train"]
+
+# name -> the module that defines it (imported on first use, PEP 562)
+_EXPORTS = {
+    "TrainConfig": "capslib.core.config",
+    "CapslibError": "capslib.core.errors",
+    "CapsNet": "capslib.core.model",
+    "BaselineCNN": "capslib.core.model",
+    "squash": "capslib.core.model",
+    "dynamic_routing": "capslib.core.model",
+    "count_parameters": "capslib.core.model",
+    "train": "capslib.core.train",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in ("core", "study", "cli"):
+        return importlib.import_module(f"capslib.{name}")
+    raise AttributeError(f"module 'capslib' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS, "core", "study", "cli"])

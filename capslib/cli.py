@@ -1,17 +1,19 @@
-"""`capslib train | sweep | evaluate | reconstruct | perturb | predict | bench` (also `python -m capslib`).
+"""`capslib train | sweep | evaluate | reconstruct | perturb | predict | bench | report` (also `python -m capslib`).
 
 The flags of the TensorFlow study this project follows are accepted as its README writes them
 (`--mnist-root-path=/path/ --batch-size=128 --routing-frequency=3 --reconstruction-loss=True
 --ckpt-dir --logs-dir --ckpt-path --meta-path --result-path`). User mistakes end with one line on
 stderr and exit status 2, before any work; a diverged run ends with status 1.
 
-Every training default is TrainConfig's (config.py): a flag left out takes the value of the chosen
---recipe, so the command line restates no default of its own.
+The training flags are TrainConfig's fields (capslib/core/config.py), derived from their declarations:
+a flag left out takes the value of the chosen --recipe, so the command line restates no default, no
+choice list and no range of its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -20,10 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from .config import (AUGMENTATIONS, DATASETS, INITS, LOSS_SCALINGS, MAX_SEED, MODELS, PRIMARY_CAPSULES,
-                     RECIPES, SPEED_PATHS, TrainConfig)
-from .errors import CapslibError, TrainingDiverged
-from .studies import STUDY_NAMES
+from .core.config import TrainConfig, check, kind
+from .core.errors import CapslibError, TrainingDiverged
+from .study.studies import STUDIES
 
 EXIT_USAGE, EXIT_DIVERGED = 2, 1
 TRUE, FALSE = {"true", "t", "yes", "y", "1"}, {"false", "f", "no", "n", "0"}
@@ -37,28 +38,23 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
-def _number(kind: type, what: str, accept):
-    """An argparse type: `kind` of `text`, kept only if `accept(value)`; a mistake reads 'expected `what`'."""
+def field_parser(f: dataclasses.Field):
+    """An argparse type for TrainConfig field `f`: its type ('none' for None where the field allows
+    it), checked against its declaration (config.check); a mistake reads 'expected ...'."""
+    expected, nullable = kind(f)
+
     def parse(text: str):
+        if nullable and text.lower() == "none":
+            return None
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+            value = parse_bool(text) if expected is bool else expected(text)
+        except (ValueError, argparse.ArgumentTypeError):
+            value = text
+        problem = check(f, value)  # a text that did not convert fails here too, with the type it must be
+        if problem:
+            raise argparse.ArgumentTypeError(f"expected {problem}, got {text!r}")
         return value
     return parse
-
-
-positive_int = _number(int, "a positive integer", lambda v: v >= 1)
-non_negative_int = _number(int, "a non-negative integer", lambda v: v >= 0)
-positive_float = _number(float, "a finite positive number", lambda v: v > 0 and math.isfinite(v))
-non_negative_float = _number(float, "a finite non-negative number", lambda v: v >= 0 and math.isfinite(v))
-seed_int = _number(int, f"an integer seed in 0..{MAX_SEED}", lambda v: 0 <= v <= MAX_SEED)
-
-
-def optional_positive_int(text: str) -> int | None:
-    return None if text.lower() == "none" else positive_int(text)
 
 
 def existing_folder(text: str) -> Path:
@@ -75,18 +71,31 @@ def existing_path(text: str) -> Path:
     return path
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}")
+    return value
+
+
+def minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of minutes > 0, got {text!r}")
+    return value
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports a mistake in one line (no usage dump) and exits with status 2."""
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _data_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mnist-root-path", "--data-root", dest="data_root", type=existing_folder, metavar="DIR",
-                   help="folder with the four IDX files (default: the repository's data/<dataset>)")
-    p.add_argument("--no-verify", dest="verify", action="store_false",
-                   help="skip the MD5 check of the data files (for other copies of the datasets)")
 
 
 def _inference_flags(p: argparse.ArgumentParser) -> None:
@@ -97,7 +106,10 @@ def _inference_flags(p: argparse.ArgumentParser) -> None:
                         "carries its model's definition, so no .meta graph file is needed")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     p.add_argument("--test-subset", type=positive_int, metavar="N", help="use only the first N test images")
-    _data_flags(p)
+    p.add_argument("--mnist-root-path", "--data-root", dest="data_root", type=existing_folder, metavar="DIR",
+                   help="folder with the four IDX files (default: the repository's data/<dataset>)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip the MD5 check of the data files (for other copies of the datasets)")
 
 
 def _result_flags(p: argparse.ArgumentParser, suffix: str, required: bool) -> None:
@@ -105,73 +117,43 @@ def _result_flags(p: argparse.ArgumentParser, suffix: str, required: bool) -> No
     p.add_argument("--overwrite", action="store_true", help="replace --result-path if it exists")
 
 
-# train's flags: (flags, TrainConfig field, argparse options). Defaults come from the recipe.
-TRAINING_FLAGS = [
-    (("--dataset",), "dataset", dict(choices=tuple(DATASETS))),
-    (("--model",), "model", dict(choices=MODELS)),
-    (("--routing-frequency", "--routing"), "routing_iterations",
-     dict(type=positive_int, metavar="N", help="routing iterations (the paper: 1 or 3; at most 10)")),
-    (("--reconstruction-loss",), "reconstruction",
-     dict(type=parse_bool, nargs="?", const=True, metavar="BOOL", help="add 0.0005 × the reconstruction SSE")),
-    (("--batch-size",), "batch_size", dict(type=positive_int)),
-    (("--epochs",), "epochs", dict(type=positive_int)),
-    (("--lr",), "lr", dict(type=positive_float, help="initial learning rate")),
-    (("--lr-decay",), "lr_decay", dict(type=positive_float, help="lr factor per epoch, or per --lr-decay-steps")),
-    (("--lr-decay-steps",), "lr_decay_steps",
-     dict(type=optional_positive_int, metavar="N", help="decay smoothly per N steps instead of per epoch")),
-    (("--min-lr",), "min_lr", dict(type=non_negative_float, help="the lr never falls below this")),
-    (("--seed",), "seed", dict(type=seed_int)),
-    (("--train-subset",), "train_subset", dict(type=positive_int, metavar="N", help="first N training images")),
-    (("--test-subset",), "test_subset", dict(type=positive_int, metavar="N", help="first N test images")),
-    (("--test-pairs",), "test_pairs", dict(type=positive_int, metavar="N",
-                                           help="MultiMNIST: generated test pairs per test image")),
-    (("--validation-size",), "validation_size",
-     dict(type=non_negative_int, metavar="N", help="hold the first N training images out for validation")),
-    (("--eval-every",), "eval_every", dict(type=positive_int, metavar="N", help="evaluate every N epochs")),
-    (("--device",), "device", dict(help="auto (a free CUDA GPU when present), cpu or cuda[:N]")),
-    (("--speed",), "speed", dict(choices=SPEED_PATHS,
-                                 help="auto: graph on CUDA, fp32 on CPU (see capslib/speed.py)")),
-    (("--detach-routing",), "detach_routing",
-     dict(type=parse_bool, nargs="?", const=True, metavar="BOOL",
-          help="stop gradients through all but the last routing iteration (XifengGuo's port)")),
-    (("--loss-scaling",), "loss_scaling", dict(choices=LOSS_SCALINGS,
-                                               help="official: margin loss × 0.05 beside 0.0005·SSE")),
-    (("--digit-bias",), "digit_bias", dict(type=parse_bool, nargs="?", const=True, metavar="BOOL",
-                                           help="the official [10, 16] DigitCaps bias")),
-    (("--primary-capsules",), "primary_capsules",
-     dict(choices=PRIMARY_CAPSULES, help="slim: the official conv_slim_capsule (conv/32 + bias)")),
-    (("--init",), "init", dict(choices=INITS, help="official: truncated normals, biases 0.1")),
-    (("--augmentation",), "augmentation", dict(choices=AUGMENTATIONS,
-                                               help="all-shifts: the official 25 shifts per image, shuffle buffer")),
-]
+SWEEP_SETS = ("recipe", "ckpt_dir", "logs_dir")  # a sweep's studies set these for each run
 
 
-def _training_flags(p: argparse.ArgumentParser, recipe: bool = True) -> None:
-    """The training flags, each defaulting to None ("the recipe's value", shown in --help)."""
-    _data_flags(p)
-    if recipe:
-        p.add_argument("--recipe", choices=tuple(RECIPES), default="paper",
-                       help="preset of the choices where the paper and the official code differ (default paper)")
-    defaults, official = TrainConfig(), TrainConfig.from_recipe("official")
-    for flags, field, options in TRAINING_FLAGS:
-        options = dict(options)
-        paper_value, official_value = getattr(defaults, field), getattr(official, field)
-        shown = f"default {paper_value}" + (f"; official recipe {official_value}" if official_value != paper_value else "")
-        help_text = f"{options.pop('help', '')} ({shown})".strip() if "help" in options else f"({shown})"
-        p.add_argument(*flags, dest=field, default=None, help=help_text, **options)
+def _training_flags(p: argparse.ArgumentParser, leave_out: tuple[str, ...] = ()) -> None:
+    """A flag for every TrainConfig field, as config.py declares it: --<field-with-dashes> and its
+    aliases, its help with the default (and the official recipe's value where it differs). A flag left
+    out of the command line sets nothing: the run takes the recipe's value (argparse.SUPPRESS)."""
+    paper, official = TrainConfig(), TrainConfig.from_recipe("official")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in leave_out:
+            continue
+        meta, (expected, _) = f.metadata, kind(f)
+        default, other = getattr(paper, f.name), getattr(official, f.name)
+        shown = [f"default {default}"] if default is not None else []
+        shown += [f"official recipe {other}"] if other != default else []
+        options = dict(dest=f.name, default=argparse.SUPPRESS, type=field_parser(f), metavar=meta["metavar"],
+                       help=meta["help"] + (f" ({'; '.join(shown)})" if shown else ""))
+        if meta["choices"] is not None:
+            options.update(choices=meta["choices"], metavar=None)
+        if expected is bool:  # --flag alone means True; --flag False, --flag no, ... as the seed study writes them
+            options.update(nargs="?", const=True, metavar="BOOL")
+        p.add_argument(f"--{f.name.replace('_', '-')}", *meta["flags"], **options)
+    if "verify_checksums" not in leave_out:
+        p.add_argument("--no-verify", dest="verify_checksums", action="store_false", default=argparse.SUPPRESS,
+                       help="skip the MD5 check of the data files (--verify-checksums False)")
 
 
 def given_fields(args) -> dict:
-    """The TrainConfig fields that train/sweep flags set explicitly (the rest keep the recipe's)."""
-    given = {field: getattr(args, field) for _, field, _ in TRAINING_FLAGS if getattr(args, field) is not None}
-    if args.data_root:
-        given["data_root"] = str(args.data_root)
-    return {**given, "verify_checksums": args.verify}
+    """The TrainConfig fields that flags set explicitly, each as given (None included: `--lr-decay-steps
+    none` is honoured); the rest keep the recipe's values."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+            if f.name != "recipe" and hasattr(args, f.name)}
 
 
-def config_from_args(args, **fields):
+def config_from_args(args) -> TrainConfig:
     """The TrainConfig of parsed train flags: the recipe's values, then every flag given."""
-    return TrainConfig.from_recipe(args.recipe, **{**given_fields(args), **fields})
+    return TrainConfig.from_recipe(getattr(args, "recipe", "paper"), **given_fields(args))
 
 
 def build_parser() -> Parser:
@@ -180,22 +162,23 @@ def build_parser() -> Parser:
 
     train = commands.add_parser("train", help="train a CapsNet (or the baseline CNN)")
     _training_flags(train)
-    train.add_argument("--ckpt-dir", metavar="DIR", help="checkpoints (default runs/<dataset>_<config>_seed<N>)")
-    train.add_argument("--logs-dir", metavar="DIR", help="metrics.csv, run.json, TensorBoard (default: --ckpt-dir)")
     train.add_argument("--resume", action="store_true", help="continue the run in --ckpt-dir if it has a checkpoint")
 
-    sweep = commands.add_parser("sweep", help="train a study's set of runs, one per free GPU (or CPU)")
-    sweep.add_argument("study", help="the set of runs: " + ", ".join(STUDY_NAMES) + " (or several, comma-separated)")
-    _training_flags(sweep, recipe=False)
+    studies = "\n".join(f"  {study.name:<16}{study.about}" for study in STUDIES.values())
+    sweep = commands.add_parser("sweep", help="train a study's set of runs, one per free GPU (or CPU)",
+                                description=f"Train a declared set of runs (capslib/study/studies.py):\n{studies}",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sweep.add_argument("study", help="the set of runs: " + ", ".join(STUDIES) + " (or several, comma-separated)")
+    _training_flags(sweep, leave_out=SWEEP_SETS)
     sweep.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default 1,2,3)")
     sweep.add_argument("--profile", default="full", choices=("full", "quick", "tiny"),
-                       help="run sizes (capslib/profiles.py): full keeps each study's own; quick and tiny are "
-                            "small CPU runs, holding a sixth of their training images out (default full)")
+                       help="run sizes (capslib/study/profiles.py): full keeps each study's own; quick and tiny "
+                            "are small CPU runs (default full)")
     sweep.add_argument("--jobs", type=positive_int, default=1,
                        help="runs at a time (default 1; one per GPU: each run claims a free one)")
     sweep.add_argument("--runs-dir", default="runs", metavar="DIR", help="checkpoints go to DIR/<study>/<run>")
     sweep.add_argument("--results-dir", default="results", metavar="DIR", help="logs go to DIR/<study>/<run>")
-    sweep.add_argument("--time-limit", type=positive_float, metavar="MINUTES",
+    sweep.add_argument("--time-limit", type=minutes, metavar="MINUTES",
                        help="stop every run at its first evaluation after this, with a checkpoint (resume later)")
     sweep.add_argument("--only", metavar="RUN", action="append",
                        help="train only the run of this name (repeatable; e.g. one per task of a job array)")
@@ -216,7 +199,7 @@ def build_parser() -> Parser:
     _inference_flags(perturb)
     _result_flags(perturb, "PNG", required=True)
 
-    from .predict import CONVERSION
+    from .core.predict import CONVERSION
     predict = commands.add_parser(
         "predict", help="classify your own images (PNG or JPEG, converted to 28×28 grey like MNIST)",
         description="Print the predicted class and the 10 class scores (capsule lengths) of each image.\n\n"
@@ -236,28 +219,38 @@ def build_parser() -> Parser:
     bench.add_argument("--steps", type=positive_int, default=100)
     bench.add_argument("--out-dir", default="results", metavar="DIR", help="where benchmarks.md/.csv go")
     bench.add_argument("--profile", action="store_true", help="also print torch.profiler's top kernels")
+
+    report = commands.add_parser("report", help="render executed notebooks as HTML reports, then lighten them "
+                                                "(capslib/study/reports.py)")
+    report.add_argument("notebooks", nargs="+", type=Path, metavar="NOTEBOOK")
+    report.add_argument("--html-dir", type=Path, required=True, help="the reports without code")
+    report.add_argument("--with-code-dir", type=Path, help="the reports with code (optional)")
+    report.add_argument("--figures-dir", type=Path, help="the saved PNGs a replaced image may be identical to")
     return parser
 
 
 def run_train(args) -> None:
-    from .runs import run_name, summary_line
-    from .train import train
+    from .core.layout import placed
+    from .core.runs import summary_line
+    from .core.train import train
 
-    config = config_from_args(args, logs_dir=args.logs_dir)
-    config.ckpt_dir = args.ckpt_dir = args.ckpt_dir or args.logs_dir or str(Path("runs") / run_name(config))
-    config.validate()
+    config = placed(config_from_args(args)).validate()  # --ckpt-dir, --logs-dir or runs/<run name>
+    args.ckpt_dir = config.ckpt_dir  # for the line an interruption prints
     run = train(config, resume=args.resume, progress=sys.stderr.isatty())
     print(f"{summary_line(run.info['summary'])}; run folder {config.log_dir}")
 
 
 def run_sweep(args) -> int:
-    from .speed import resolve_device
-    from .studies import finished_run, study_runs, sweep
+    from .core.speed import resolve_device
+    from .study.studies import study_runs
+    from .study.sweep import finished_run, sweep
 
     try:
-        seeds = [seed_int(s) for s in args.seeds.split(",")]
+        seeds = [positive_seed(s) for s in args.seeds.split(",")]
     except argparse.ArgumentTypeError:
         raise CapslibError(f"--seeds: expected comma-separated seeds, got {args.seeds!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise CapslibError(f"--seeds: {args.seeds} names a seed twice")
     configs = study_runs(args.study, seeds, Path(args.runs_dir), Path(args.results_dir), args.profile,
                          **given_fields(args))
     if args.only:
@@ -270,7 +263,8 @@ def run_sweep(args) -> int:
         print("\n".join(str(c.log_dir) for c in configs))
         return 0
     unfinished = [c for c in configs if finished_run(c) is None]
-    if unfinished and args.profile == "full" and args.device in (None, "auto") and resolve_device("auto").type == "cpu":
+    device = getattr(args, "device", "auto")
+    if unfinished and args.profile == "full" and device == "auto" and resolve_device("auto").type == "cpu":
         # `make tables` on a laptop must not start hours of training per run without being asked
         raise CapslibError(f"sweep {args.study}: {len(unfinished)} of {len(configs)} runs are not finished "
                            f"(first: {unfinished[0].log_dir}) and no CUDA GPU is visible; full-profile runs take "
@@ -278,6 +272,9 @@ def run_sweep(args) -> int:
                            "anyway (PROFILE=quick for small runs)")
     deadline = time.time() + 60 * args.time_limit if args.time_limit else None
     return sweep(configs, args.jobs, deadline=deadline)
+
+
+positive_seed = field_parser(next(f for f in dataclasses.fields(TrainConfig) if f.name == "seed"))
 
 
 def _check_result_path(args) -> None:
@@ -288,7 +285,7 @@ def _check_result_path(args) -> None:
 
 
 def _load(args):
-    from .analysis import load_trained
+    from .study.analysis import load_trained
 
     _check_result_path(args)
     run = load_trained(args.ckpt_path, args.data_root, args.device, args.test_subset, args.verify)
@@ -302,10 +299,10 @@ def _note_meta_path(args) -> None:
 
 
 def run_evaluate(args) -> None:
-    from .analysis import score_checkpoint
-    from .files import atomic_write_text
-    from .provenance import provenance
-    from .tables import AFFINE_LABEL
+    from .study.analysis import score_checkpoint
+    from .core.files import atomic_write_text
+    from .core.provenance import provenance
+    from .core.generated import AFFINE_LABEL
 
     _check_result_path(args)
     scored = score_checkpoint(args.ckpt_path, args.data_root, args.device, args.test_subset, args.test_pairs,
@@ -338,8 +335,8 @@ def run_evaluate(args) -> None:
 
 
 def run_figure(args) -> None:
-    from .analysis import perturbation_figure_of, reconstruction_figure_of
-    from .figures import save_figure
+    from .study.analysis import perturbation_figure_of, reconstruction_figure_of
+    from .study.figures import save_figure
 
     make_figure = {"reconstruct": reconstruction_figure_of, "perturb": perturbation_figure_of}[args.command]
     run = _load(args)
@@ -347,11 +344,11 @@ def run_figure(args) -> None:
 
 
 def run_predict(args) -> None:
-    from .checkpoint import load_model
-    from .data import dataset_info
-    from .evaluate import predict
-    from .predict import load_images, save_grey
-    from .speed import resolve_device
+    from .core.checkpoint import load_model
+    from .core.datasets import dataset_info
+    from .core.evaluate import predict
+    from .core.predict import load_images, save_grey
+    from .core.speed import resolve_device
 
     images = load_images(args.images, args.invert)  # every image checked before the model loads
     device = resolve_device(args.device)
@@ -371,14 +368,21 @@ def run_predict(args) -> None:
             save_grey(image, folder / f"{Path(path).stem}.28x28.png")
 
 
+def run_report(args) -> None:
+    from .study.reports import report_all
+
+    for line in report_all(args.notebooks, args.html_dir, args.with_code_dir, args.figures_dir):
+        print(line, flush=True)
+
+
 def run_bench(args) -> None:
-    from .bench import default_cases, profile_step, run_benchmark, write_benchmark
-    from .speed import PATHS
+    from .study.bench import default_cases, profile_step, run_benchmark, write_benchmark
+    from .core.speed import SPEED_PATHS
 
     paths = tuple(p.strip() for p in args.paths.split(","))
-    unknown = [p for p in paths if p not in PATHS]
+    unknown = [p for p in paths if p not in SPEED_PATHS]
     if unknown:
-        raise CapslibError(f"--paths: unknown speed path {unknown[0]!r}; choose from {', '.join(PATHS)}")
+        raise CapslibError(f"--paths: unknown speed path {unknown[0]!r}; choose from {', '.join(SPEED_PATHS)}")
     try:
         sizes = tuple(positive_int(b) for b in args.batch_sizes.split(","))
     except argparse.ArgumentTypeError as err:
@@ -408,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run_command(args) -> int:
     handlers = {
         "train": run_train, "sweep": run_sweep, "evaluate": run_evaluate, "predict": run_predict,
-        "bench": run_bench, "reconstruct": run_figure, "perturb": run_figure,
+        "bench": run_bench, "reconstruct": run_figure, "perturb": run_figure, "report": run_report,
     }
     try:
         status = handlers[args.command](args)
@@ -425,7 +429,7 @@ def _interrupted(args) -> str:
     """What an interrupted command leaves behind, as it is: for train, the checkpoint to resume, if any."""
     if args is None or args.command != "train" or not args.ckpt_dir:
         return "interrupted"
-    from .checkpoint import LAST
+    from .core.layout import LAST
 
     last = Path(args.ckpt_dir) / LAST
     if last.is_file():

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from capslib.data import dataset_info, load_split, to_tensors
-from capslib.model import CapsNet
+from capslib.core.data import load_split, to_tensors
+from capslib.core.datasets import dataset_info
+from capslib.core.model import CapsNet
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +24,7 @@ def early_capsnet():
     0.0002, and the decoder's outputs from one class's capsule or another's differ by < 1e-5: too
     little for a test to tell which class was decoded. On mnist_test it predicts 9 classes."""
     torch.manual_seed(0)
-    model = CapsNet().eval()
+    model = CapsNet(routing_iterations=3, reconstruction=True).eval()
     with torch.no_grad():
         model.W.mul_(30)
     return model

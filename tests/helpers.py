@@ -11,7 +11,7 @@ from torch import nn
 
 def expected_shift(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """Move down by dy and right by dx with zero fill: np.roll, then blank what wrapped around.
-    Written independently of capslib.data.shift_images, so that it can check it."""
+    Written independently of capslib.core.data.shift_images, so that it can check it."""
     out = np.roll(image, (dy, dx), axis=(-2, -1)).copy()
     if dy > 0:
         out[..., :dy, :] = 0

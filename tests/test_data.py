@@ -1,4 +1,4 @@
-"""Tests of capslib.data: the real MNIST / Fashion-MNIST files, IDX validation, and the
+"""Tests of capslib.core.data: the real MNIST / Fashion-MNIST files, IDX validation, and the
 tensors, shifts and epoch streams fed to the model.
 
 The 47 MB train-images files are parsed once per dataset (module-scoped fixture); every
@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from capslib import data as D
-from capslib.errors import CapslibError, DataError
+from capslib.core import data as D
+from capslib.core.datasets import DATASETS
+from capslib.core.errors import CapslibError, DataError
 from helpers import expected_shift
 
 DATA_ROOT = Path(__file__).resolve().parent.parent / "data"
@@ -136,14 +137,14 @@ def test_registry_classes():
     fashion = D.dataset_info("fashion-mnist")
     assert len(fashion.classes) == 10
     assert fashion.classes[0] == "T-shirt/top" and fashion.classes[-1] == "Ankle boot"
-    assert set(D.DATASETS) == {"mnist", "fashion-mnist", "multimnist", "mnist-expanded"}
+    assert set(DATASETS) == {"mnist", "fashion-mnist", "multimnist", "mnist-expanded"}
     for generated, size in (("multimnist", 36), ("mnist-expanded", 40)):  # made from MNIST's IDX files
         info = D.dataset_info(generated)
         assert info.default_root == D.dataset_info("mnist").default_root and info.image_size == size
 
 
 def test_classes_property(real):
-    assert real.classes == real.info.classes == D.DATASETS[real.info.name].classes
+    assert real.classes == real.info.classes == DATASETS[real.info.name].classes
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
@@ -157,7 +158,7 @@ def test_registry_md5_matches_md5sums_files(dataset):
 
 
 def test_md5sums_differ_between_datasets():
-    assert set(D.DATASETS["mnist"].md5.values()).isdisjoint(D.DATASETS["fashion-mnist"].md5.values())
+    assert set(DATASETS["mnist"].md5.values()).isdisjoint(DATASETS["fashion-mnist"].md5.values())
 
 
 # ---------------------------------------------------------------------------------------------

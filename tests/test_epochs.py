@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 import torch
 
-from capslib.checkpoint import load_checkpoint, load_model
-from capslib.config import TrainConfig
-from capslib.data import load_dataset, to_tensors
-from capslib.evaluate import evaluate
-from capslib.losses import LAMBDA, M_NEG, M_POS
-from capslib.model import RECONSTRUCTION_WEIGHT, CapsNet
-from capslib.runs import Run
-from capslib.train import train
+from capslib.core.checkpoint import load_checkpoint, load_model
+from capslib.core.config import TrainConfig
+from capslib.core.data import load_dataset, to_tensors
+from capslib.core.evaluate import evaluate
+from capslib.core.model import LAMBDA, M_NEG, M_POS
+from capslib.core.model import RECONSTRUCTION_WEIGHT, CapsNet
+from capslib.core.runs import Run
+from capslib.core.train import train
 from helpers import expected_shift, model_calls
 
 TRAIN_IMAGES, TEST_IMAGES, BATCH, EVAL_BATCH, EPOCHS = 100, 50, 32, 16, 2

@@ -1,4 +1,4 @@
-"""capslib.evaluate on a stand-in model whose outputs are known functions of each image, so that
+"""capslib.core.evaluate on a stand-in model whose outputs are known functions of each image, so that
 every number evaluate() reports can be computed by hand: the mean over images whatever the batch
 size, argmax predictions, the images passed through untouched, the model's mode restored."""
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from capslib.evaluate import Evaluation, evaluate
-from capslib.model import ModelOutput
+from capslib.core.evaluate import Evaluation, evaluate
+from capslib.core.model import ModelOutput
 from helpers import model_calls
 
 N = 25  # not a multiple of the batch sizes below: the last batch is ragged

@@ -1,5 +1,5 @@
-"""Tests of the figures (capslib.figures) and result tables (capslib.tables, capslib.runs,
-capslib.bench.add_speedups): pure functions on hand-made inputs, no training.
+"""Tests of the figures (capslib.study.figures) and result tables (capslib.study.tables, capslib.core.runs,
+capslib.study.bench.add_speedups): pure functions on hand-made inputs, no training.
 
 Decoding uses a freshly initialised CapsNet (random weights, fixed seed): the perturbation tests
 check which capsule is decoded, not what the decoder has learned.
@@ -15,15 +15,18 @@ import pytest
 import torch
 from PIL import Image
 
-from capslib import analysis as A
-from capslib import figures as F
-from capslib import tables as T
-from capslib.bench import add_speedups
-from capslib.config import TrainConfig
-from capslib.data import DATASETS
-from capslib.errors import RunFolderError
-from capslib.model import CapsNet
-from capslib.runs import COLUMNS, best_run, find_runs, run_name, write_metrics, write_run_info
+from capslib.study import analysis as A
+from capslib.study import figures as F
+from capslib.study import paper
+from capslib.study import summaries as S
+from capslib.study import tables as T
+from capslib.study.bench import add_speedups
+from capslib.core.config import TrainConfig
+from capslib.core.datasets import DATASETS
+from capslib.core.errors import RunFolderError
+from capslib.core.model import CapsNet
+from capslib.core.layout import run_name
+from capslib.core.runs import COLUMNS, find_runs, write_metrics, write_run_info
 
 MNIST_CLASSES = DATASETS["mnist"].classes
 
@@ -112,7 +115,7 @@ def study(tmp_path_factory):
 @pytest.fixture(scope="module")
 def per_run(study):
     root, _ = study
-    return T.run_table([r for r in find_runs(root) if r.info["status"] == "complete"])
+    return S.run_table([r for r in find_runs(root) if r.info["status"] == "complete"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +163,7 @@ def test_reconstruction_figure_size_follows_per_row_and_missing_errors(tmp_path)
 @pytest.mark.parametrize("panels, pixels", [(10, (1990, 1296)), (3, (1990, 688))])
 def test_perturbation_figure_tiles_each_panel(tmp_path, panels, pixels):
     grids = [rng(i).random((16, 11, 28, 28)) for i in range(panels)]
-    figure = F.perturbation_figure(grids, [f"class {i}" for i in range(panels)])
+    figure = F.perturbation_figure(grids, [f"class {i}" for i in range(panels)], A.PERTURBATION_DELTAS)
     for k, ax in enumerate(figure.axes):
         if k < panels:
             np.testing.assert_array_equal(shown(ax), F.tile(grids[k]))
@@ -286,9 +289,9 @@ def test_tile_without_gap_and_default_fill():
 def test_reconstruction_examples_first_correct_and_wrong():
     labels = np.array([0, 1, 2, 3, 4, 5, 6, 7])
     predictions = np.array([0, 9, 2, 9, 4, 5, 0, 7])
-    correct, wrong = F.reconstruction_examples(labels, predictions, per_group=3)
+    correct, wrong = A.reconstruction_examples(labels, predictions, per_group=3)
     assert correct.tolist() == [0, 2, 4] and wrong.tolist() == [1, 3, 6]
-    correct, wrong = F.reconstruction_examples(labels, predictions, per_group=16)
+    correct, wrong = A.reconstruction_examples(labels, predictions, per_group=16)
     assert correct.tolist() == [0, 2, 4, 5, 7] and wrong.tolist() == [1, 3, 6]
 
 
@@ -299,14 +302,14 @@ def test_perturbation_examples_first_correct_per_class_else_first_of_class():
     predictions[1] = 7   # the first 0 is wrong: the 0 at index 11
     predictions[10] = 1  # both 9s wrong: fall back to the first 9 (index 10)
     predictions[13] = 1
-    chosen = F.perturbation_examples(labels, predictions)
+    chosen = A.perturbation_examples(labels, predictions)
     assert chosen == dict(enumerate([11, 2, 3, 4, 5, 6, 7, 8, 9, 10]))
     assert all(isinstance(i, int) for i in chosen.values())
-    assert F.perturbation_examples(labels[:3], predictions[:3]) == {0: 1, 1: 2, 3: 0}  # absent classes left out
+    assert A.perturbation_examples(labels[:3], predictions[:3]) == {0: 1, 1: 2, 3: 0}  # absent classes left out
 
 
 def test_perturbation_deltas():
-    deltas = F.PERTURBATION_DELTAS
+    deltas = A.PERTURBATION_DELTAS
     assert len(deltas) == 11
     assert deltas[0] == pytest.approx(-0.25) and deltas[-1] == pytest.approx(0.25)
     assert deltas[5] == 0
@@ -321,7 +324,7 @@ def test_perturbation_deltas():
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return CapsNet().eval()
+    return CapsNet(routing_iterations=3, reconstruction=True).eval()
 
 
 @pytest.fixture(scope="module")
@@ -339,7 +342,7 @@ def decode(model, capsule, cls):
 
 @pytest.fixture(scope="module")
 def grid(model, capsule):
-    return F.perturb_capsule(model, capsule, 4)
+    return A.perturb_capsule(model, capsule, 4)
 
 
 def test_perturb_capsule_shape(grid):
@@ -357,7 +360,7 @@ def test_perturb_capsule_middle_column_is_unperturbed(model, capsule, grid):
 @pytest.mark.parametrize("d, k", [(3, 9), (0, 0), (15, 10)])
 def test_perturb_capsule_shifts_one_dimension(model, capsule, grid, d, k):
     shifted = capsule.clone()
-    shifted[d] += float(F.PERTURBATION_DELTAS[k])
+    shifted[d] += float(A.PERTURBATION_DELTAS[k])
     np.testing.assert_allclose(grid[d, k], decode(model, shifted, 4), atol=1e-5)
     # a real change, and not the one of another dimension
     assert np.abs(grid[d, k] - grid[d, 5]).max() > 1e-4
@@ -367,12 +370,12 @@ def test_perturb_capsule_shifts_one_dimension(model, capsule, grid, d, k):
 
 def test_perturb_capsule_uses_the_class(model, capsule, grid):
     # the decoder masks every capsule but the given class's: another class decodes differently
-    assert np.abs(F.perturb_capsule(model, capsule, 7)[:, 5] - grid[:, 5]).max() > 1e-4
-    np.testing.assert_allclose(F.perturb_capsule(model, capsule, 7)[2, 5], decode(model, capsule, 7), atol=1e-5)
+    assert np.abs(A.perturb_capsule(model, capsule, 7)[:, 5] - grid[:, 5]).max() > 1e-4
+    np.testing.assert_allclose(A.perturb_capsule(model, capsule, 7)[2, 5], decode(model, capsule, 7), atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
-# The figures of a trained run (capslib.analysis), with a random CapsNet on the first 100 MNIST test
+# The figures of a trained run (capslib.study.analysis), with a random CapsNet on the first 100 MNIST test
 # images (conftest.py): it predicts many classes, about 1 in 10 correctly.
 
 
@@ -418,7 +421,7 @@ def test_perturbation_figure_of_a_run_perturbs_each_chosen_images_own_class(earl
     figure = A.perturbation_figure_of(trained_run)
     for ax, (c, i) in zip(figure.axes, chosen.items()):
         assert ax.get_title() == f"{c} (test image {i})"
-        expected = F.tile(F.perturb_capsule(early_capsnet, capsules[i, c], c))
+        expected = F.tile(A.perturb_capsule(early_capsnet, capsules[i, c], c))
         np.testing.assert_allclose(shown(ax), expected, atol=1e-5)
 
 
@@ -426,7 +429,7 @@ def test_perturbation_figure_of_a_run_perturbs_each_chosen_images_own_class(earl
 # tables
 
 
-RUN_COLUMNS, SUMMARY_COLUMNS = T.RUN_COLUMNS, T.SUMMARY_COLUMNS
+RUN_COLUMNS, SUMMARY_COLUMNS = S.RUN_COLUMNS, S.SUMMARY_COLUMNS
 
 
 def test_find_runs_skips_a_run_just_started(study):
@@ -463,11 +466,11 @@ def test_run_table_order(per_run):
 
 
 def test_run_table_of_no_runs_is_empty():
-    assert T.run_table([]).empty
+    assert S.run_table([]).empty
 
 
 def test_summary_table(per_run):
-    summary = T.summary_table(per_run)
+    summary = S.summary_table(per_run)
     assert list(summary.columns) == SUMMARY_COLUMNS
     rows = {(r["dataset"], r["configuration"]): r for r in summary.to_dict("records")}
     assert len(rows) == len(summary) == 3
@@ -503,7 +506,7 @@ def test_summary_table_ddof1_matches_pandas_by_hand():
                             "recipe": ["paper"] * 3, "validation_images": [0] * 3,
                             "epochs": [40, 40, 50], "final_test_error": [0.40, 0.35, 0.45],
                             "selected_test_error": [None] * 3, "best_test_error": [0.30, 0.30, 0.30]})
-    row = T.summary_table(per_run).iloc[0]
+    row = S.summary_table(per_run).iloc[0]
     assert row.final_error_mean == pytest.approx(0.4)
     assert row.final_error_std == pytest.approx(0.05)  # sqrt((0.0025 + 0 + 0.0025) / 2)
     assert row.best_error_std == 0
@@ -527,7 +530,7 @@ def test_markdown_table_escapes_pipes_and_blanks_missing_values():
 
 def test_write_result_tables(study, tmp_path):
     root, folders = study
-    per_run, summary = T.write_result_tables(root, tmp_path)
+    per_run, summary = T.write_result_tables(find_runs(root), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.csv", "runs.md", "summary.csv", "summary.md"]
     runs_csv, summary_csv = pd.read_csv(tmp_path / "runs.csv"), pd.read_csv(tmp_path / "summary.csv")
     assert list(runs_csv.columns) == RUN_COLUMNS and list(summary_csv.columns) == SUMMARY_COLUMNS
@@ -552,21 +555,23 @@ def test_write_result_tables(study, tmp_path):
 
 def test_write_result_tables_is_rebuilt_not_appended(study, tmp_path):
     root, _ = study
-    T.write_result_tables(root, tmp_path)
+    T.write_result_tables(find_runs(root), tmp_path)
     first = (tmp_path / "runs.csv").read_text()
-    T.write_result_tables(root, tmp_path)
+    T.write_result_tables(find_runs(root), tmp_path)
     assert (tmp_path / "runs.csv").read_text() == first
 
 
-def test_best_run_picks_the_lowest_final_error(study):
+def test_the_model_shown_has_the_lowest_final_error_of_its_complete_runs(study):
+    from capslib.study.notebook import lowest_final_error, matching_runs
+
     root, folders = study
     # seed 2 has the lowest best-epoch error (0.28) and the running seed 3 the lowest of all (0.10):
     # neither counts; seed 1's final 0.30 beats seed 2's final 0.34
-    assert best_run(root, "mnist_routing3_recon_seed*").folder == folders["r3s1"]
-    assert best_run(root, "mnist_*").folder == folders["r3s1"]
-    assert best_run(root, "fashion-mnist_*").folder == folders["fashion"]
-    with pytest.raises(RunFolderError, match="no completed run"):
-        best_run(root, "mnist_baseline_*")
+    routing3 = matching_runs(root, dataset="mnist", routing_iterations=3, reconstruction=True)
+    assert lowest_final_error(routing3).folder == folders["r3s1"]
+    assert lowest_final_error(matching_runs(root, dataset="mnist")).folder == folders["r3s1"]
+    assert lowest_final_error(matching_runs(root, dataset="fashion-mnist")).folder == folders["fashion"]
+    assert matching_runs(root, model="baseline") == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -584,7 +589,7 @@ def test_multimnist_table_shows_the_test_pairs_each_run_scored(tmp_path):
     make_run(root, [8.0, 5.0], dataset="multimnist", seed=2, test_pairs=100)
     make_run(root, [12.0], dataset="multimnist", model="baseline", seed=1, test_pairs=1000)
     make_run(root, [11.0], dataset="multimnist", model="baseline", seed=2, test_pairs=2, test_images=10)
-    table = T.multimnist_table(find_runs(root)).set_index("configuration")
+    table = S.multimnist_table(find_runs(root)).set_index("configuration")
     assert table.loc["routing 3, reconstruction", "test_pairs_scored"] == "1000000"   # 10,000 images × 100
     assert table.loc["baseline CNN", "test_pairs_scored"] == "20/10000000"            # runs that differ: both
     assert table.loc["routing 3, reconstruction", "test_error_mean"] == pytest.approx(5.5)
@@ -681,10 +686,10 @@ def test_training_time_sums_each_configuration_and_all(per_run):
 
 def test_coupling_entropy_is_in_bits():
     uniform = torch.full((2, 5, 10), 0.1)
-    assert torch.allclose(F.coupling_entropy(uniform), torch.full((2, 5), math.log2(10)))
+    assert torch.allclose(A.coupling_entropy(uniform), torch.full((2, 5), math.log2(10)))
     certain = torch.zeros(1, 1, 10)
     certain[..., 3] = 1
-    assert F.coupling_entropy(certain).item() == pytest.approx(0.0)
+    assert A.coupling_entropy(certain).item() == pytest.approx(0.0)
 
 
 def test_routing_figure_shows_each_iterations_mean_coupling(tmp_path):
@@ -692,7 +697,7 @@ def test_routing_figure_shows_each_iterations_mean_coupling(tmp_path):
     couplings = torch.full((iterations, count, 6, 10), 0.1)
     couplings[1, 0] = torch.softmax(torch.arange(10.0), dim=0)  # iteration 2 of image 0: leaning to class 9
     images = torch.rand(count, 1, 28, 28)
-    figure = F.routing_figure(images, couplings, np.array([9, 1]), np.array([9, 2]), MNIST_CLASSES)
+    figure = F.routing_figure(images, *A.routing_summary(couplings), np.array([9, 1]), np.array([9, 2]), MNIST_CLASSES)
     axes = np.array(figure.axes).reshape(count, 1 + iterations)
     # bars: the mean coupling minus the uniform 1/10, in percentage points
     heights = [bar.get_height() for bar in axes[0, 2].patches]
@@ -707,7 +712,7 @@ def test_routing_figure_shows_each_iterations_mean_coupling(tmp_path):
     couplings = torch.full((iterations, count, 6, 10), 0.1, dtype=torch.float64)
     couplings[1:, :, :, 0] += 0.001
     couplings[1:] /= couplings[1:].sum(dim=-1, keepdim=True)
-    figure = F.routing_figure(images, couplings, np.array([0, 0]), np.array([0, 0]), MNIST_CLASSES)
+    figure = F.routing_figure(images, *A.routing_summary(couplings), np.array([0, 0]), np.array([0, 0]), MNIST_CLASSES)
     assert figure.axes[3].get_title() == "routing iteration 3\nentropy 3.3219216 bits"
     assert saved_size(figure, tmp_path) == expected_pixels(figure)
 

@@ -10,14 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from capslib.config import TrainConfig
-from capslib.data import dataset_info, load_split, to_tensors
-from capslib.evaluate import Evaluation, evaluate_set
-from capslib.generated import (AFFINE_RANGES, AffineSet, MultiMNISTSet, ShiftedSet, affine_parameters,
+from capslib.core.config import TrainConfig
+from capslib.core.data import load_split, to_tensors
+from capslib.core.datasets import dataset_info
+from capslib.core.evaluate import Evaluation, evaluate_set
+from capslib.core.generated import (AFFINE_RANGES, AffineSet, MultiMNISTSet, ShiftedSet, affine_parameters,
                                affine_transform, epoch_examples, hashed_uniform, materialise,
                                multimnist_epoch, other_class_partners, overlay)
-from capslib.losses import M_NEG, M_POS, LAMBDA
-from capslib.model import CapsNet, PooledCNN, count_parameters, is_correct, model_for, predicted_classes
+from capslib.core.model import M_NEG, M_POS, LAMBDA
+from capslib.core.checkpoint import model_for
+from capslib.core.model import CapsNet, PooledCNN, count_parameters, is_correct, predicted_classes
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,7 @@ def test_multimnist_partners_are_uniform_over_the_other_classes():
 
 
 def test_multimnist_needs_two_classes():
-    from capslib.errors import DataError
+    from capslib.core.errors import DataError
     with pytest.raises(DataError, match="at least two classes"):
         other_class_partners(torch.zeros(5, dtype=torch.long), torch.arange(5), torch.rand(5, dtype=torch.float64))
 
@@ -183,11 +185,11 @@ def test_hashed_uniform_is_uniform_and_stream_dependent():
 
 
 def test_capsnet_for_36x36_has_3200_primary_capsules_and_the_papers_parameter_counts():
-    capsnet = CapsNet(image_size=36, num_targets=2)
+    capsnet = CapsNet(routing_iterations=3, reconstruction=True, image_size=36, num_targets=2)
     assert capsnet.num_primary == 3200 and capsnet.W.shape == (3200, 10, 16, 8)
     assert count_parameters(capsnet) == 11_361_808          # the paper: 11.36M
     assert count_parameters(PooledCNN(36)) == 24_563_978    # the paper's MultiMNIST baseline: 24.56M
-    assert CapsNet(image_size=40).num_primary == 4608
+    assert CapsNet(routing_iterations=3, reconstruction=True, image_size=40).num_primary == 4608
     model = model_for(TrainConfig(dataset="multimnist"))
     assert isinstance(model, CapsNet) and model.num_targets == 2
     assert isinstance(model_for(TrainConfig(dataset="mnist-expanded", model="baseline")), PooledCNN)
@@ -195,7 +197,7 @@ def test_capsnet_for_36x36_has_3200_primary_capsules_and_the_papers_parameter_co
 
 def test_multimnist_losses_use_both_labels_and_reconstruct_each_digit(mnist_train):
     torch.manual_seed(0)
-    model = CapsNet(image_size=36, num_targets=2)
+    model = CapsNet(routing_iterations=3, reconstruction=True, image_size=36, num_targets=2)
     with torch.no_grad():
         model.W.mul_(30)
     x, y = mnist_train
@@ -259,7 +261,7 @@ def test_evaluate_set_counts_an_example_correct_only_if_both_labels_are_the_top_
     class Fixed(torch.nn.Module):
         """Scores: class 1 and 2 highest for every image, then class 3."""
         def forward(self, images, targets=None):
-            from capslib.model import ModelOutput
+            from capslib.core.model import ModelOutput
             scores = torch.tensor([0.0, 0.9, 0.8, 0.7, 0, 0, 0, 0, 0, 0]).repeat(len(images), 1)
             return ModelOutput(scores, scores.sum() * 0)
 

@@ -6,12 +6,12 @@ Run on the GPU machine with `python -m pytest -m cuda tests/test_gpu.py`.
 import pytest
 import torch
 
-from capslib.config import TrainConfig
-from capslib.data import load_dataset, to_tensors
-from capslib.model import CapsNet
-from capslib.speed import (PATHS, GraphedTrainStep, TrainStep, autocast, make_optimizer, prepare_images,
+from capslib.core.config import TrainConfig
+from capslib.core.data import load_dataset, to_tensors
+from capslib.core.model import CapsNet
+from capslib.core.speed import (SPEED_PATHS, GraphedTrainStep, TrainStep, autocast, make_optimizer, prepare_images,
                            prepare_model, configure_backends)
-from capslib.train import train
+from capslib.core.train import train
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 CUDA = torch.device("cuda")
@@ -32,11 +32,11 @@ OFFICIAL_MODEL = dict(digit_bias=True, primary_capsules="slim", init="official",
 
 def fresh_model(path_name, seed=0, routing=3, **options):
     torch.manual_seed(seed)
-    return prepare_model(CapsNet(routing, **options).to(CUDA), PATHS[path_name])
+    return prepare_model(CapsNet(routing_iterations=routing, reconstruction=True, **options).to(CUDA), SPEED_PATHS[path_name])
 
 
 def forward(model, images, labels, path_name):
-    path = PATHS[path_name]
+    path = SPEED_PATHS[path_name]
     configure_backends(path)
     with torch.no_grad(), autocast(path, CUDA):
         return model(prepare_images(images, path), labels)
@@ -47,7 +47,7 @@ def test_fast_forward_matches_fp32_reference(mnist, path_name):
     images, labels = mnist[0][:256], mnist[1][:256]
     reference = forward(fresh_model("fp32"), images, labels, "fp32")
     model = fresh_model(path_name)
-    if PATHS[path_name].compile:
+    if SPEED_PATHS[path_name].compile:
         model = torch.compile(model, dynamic=False)
     fast = forward(model, images, labels, path_name)
     tolerance = 3e-3 if path_name == "tf32" else 2e-2  # TF32 ~1e-3, bf16 operands ~1e-2 (stated in README)
@@ -59,8 +59,8 @@ def test_fast_forward_matches_fp32_reference(mnist, path_name):
 def test_graph_capture_leaves_weights_and_optimizer_untouched(mnist):
     model = fresh_model("graph")
     before = [p.detach().clone() for p in model.parameters()]
-    optimizer = make_optimizer(model, PATHS["graph"], 1e-3, CUDA)
-    GraphedTrainStep(model, optimizer, PATHS["graph"], CUDA, 128)
+    optimizer = make_optimizer(model, SPEED_PATHS["graph"], 1e-3, CUDA)
+    GraphedTrainStep(model, optimizer, SPEED_PATHS["graph"], CUDA, 128)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     for state in optimizer.state.values():
         assert all(not torch.is_tensor(v) or not v.any() for v in state.values())
@@ -69,13 +69,13 @@ def test_graph_capture_leaves_weights_and_optimizer_untouched(mnist):
 @pytest.mark.parametrize("options", [{}, OFFICIAL_MODEL], ids=["paper", "official"])
 def test_graph_step_follows_the_compiled_step(mnist, options):
     images, labels = mnist
-    batches = [(prepare_images(images[i:i + 128], PATHS["graph"]), labels[i:i + 128]) for i in range(0, 1280, 128)]
+    batches = [(prepare_images(images[i:i + 128], SPEED_PATHS["graph"]), labels[i:i + 128]) for i in range(0, 1280, 128)]
     trajectories = []
     for step_type, path_name in ((TrainStep, "compile"), (GraphedTrainStep, "graph")):
         model = fresh_model(path_name, **options)
-        optimizer = make_optimizer(model, PATHS[path_name], 1e-3, CUDA)
+        optimizer = make_optimizer(model, SPEED_PATHS[path_name], 1e-3, CUDA)
         kwargs = {"batch_size": 128} if step_type is GraphedTrainStep else {}
-        step = step_type(model, optimizer, PATHS[path_name], CUDA, **kwargs)
+        step = step_type(model, optimizer, SPEED_PATHS[path_name], CUDA, **kwargs)
         losses = torch.stack([step(x, y)[0].clone() for x, y in batches]).cpu()
         trajectories.append((losses, torch.cat([p.detach().flatten() for p in model.parameters()])))
     (loss_a, params_a), (loss_b, params_b) = trajectories

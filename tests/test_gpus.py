@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from capslib.config import TrainConfig
-from capslib.errors import RunFolderError
-from capslib.gpus import claim_gpu
-from capslib.runs import open_run_folder
+from capslib.core.config import TrainConfig
+from capslib.core.errors import RunFolderError
+from capslib.core.gpus import claim_gpu
+from capslib.core.runs import open_run_folder
 
 REPO = Path(__file__).resolve().parent.parent
 
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from capslib.gpus import claim_gpu
+    from capslib.core.gpus import claim_gpu
     index = claim_gpu(sys.argv[2].split(","), Path(sys.argv[1]), log=lambda line: print("waiting", flush=True),
                       poll_seconds=0.05)
     print(f"claimed {index}", flush=True)
@@ -73,7 +73,7 @@ def test_a_process_claims_the_first_free_gpu(tmp_path):
 
 LOCKER = textwrap.dedent("""
     import sys, time
-    from capslib.runs import open_run_folder
+    from capslib.core.runs import open_run_folder
     with open_run_folder(sys.argv[1], sys.argv[1], resume=True):
         print("locked", flush=True)
         time.sleep(60)
@@ -138,19 +138,19 @@ def test_a_read_only_or_file_run_folder_is_one_line(tmp_path):
 
 
 def test_sweep_time_limit_stops_runs_with_a_checkpoint_and_resumes(tmp_path):
-    from capslib.studies import sweep
+    from capslib.study.sweep import sweep
 
     config = TrainConfig(train_subset=256, test_subset=50, batch_size=64, epochs=3, routing_iterations=1,
                          device="cpu", ckpt_dir=str(tmp_path / "run"))
     assert sweep([config], deadline=time.time() - 1, log=lambda *_: None) == 1  # too late to start
     assert not (tmp_path / "run").exists()
-    from capslib.train import train
+    from capslib.core.train import train
 
     stopped = train(config, log=lambda *_: None, deadline=time.time())  # stops after its first evaluation
     assert stopped.info["status"] == "stopped" and list(stopped.history.epoch) == [1]
     assert sweep([config], log=lambda *_: None) == 0
     resumed = TrainConfig.from_dict(config.to_dict())
-    from capslib.runs import read_run
+    from capslib.core.runs import read_run
 
     run = read_run(resumed.log_dir)
     assert run.info["status"] == "complete" and list(run.history.epoch) == [1, 2, 3]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from capslib.losses import margin_loss, reconstruction_loss
+from capslib.core.model import margin_loss, reconstruction_loss
 
 
 def test_margin_loss_is_zero_beyond_the_margins():

@@ -5,21 +5,21 @@ import math
 import pytest
 import torch
 
-from capslib.model import (NUM_PRIMARY, BaselineCNN, CapsNet, Decoder, build_model, count_parameters,
+from capslib.core.model import (NUM_PRIMARY, BaselineCNN, CapsNet, Decoder, build_model, count_parameters,
                            dynamic_routing, squash)
 
 
 @pytest.fixture(scope="module")
 def capsnet():
     torch.manual_seed(0)
-    return CapsNet(routing_iterations=3)
+    return CapsNet(routing_iterations=3, reconstruction=True)
 
 
 def test_parameter_counts_match_the_paper():
-    assert count_parameters(CapsNet()) == 8_215_568
-    assert count_parameters(CapsNet(reconstruction=False)) == 6_804_224
+    assert count_parameters(CapsNet(routing_iterations=3, reconstruction=True)) == 8_215_568
+    assert count_parameters(CapsNet(routing_iterations=3, reconstruction=False)) == 6_804_224
     assert count_parameters(BaselineCNN()) == 35_445_522
-    assert CapsNet().W.shape == (1152, 10, 16, 8)  # one 8×16 matrix per (primary, digit) pair
+    assert CapsNet(routing_iterations=3, reconstruction=True).W.shape == (1152, 10, 16, 8)  # one 8×16 matrix per (primary, digit) pair
 
 
 def test_forward_shapes_and_outputs(capsnet):
@@ -35,7 +35,7 @@ def test_forward_shapes_and_outputs(capsnet):
 
 
 def test_capsnet_without_decoder_has_no_reconstruction():
-    output = CapsNet(reconstruction=False)(torch.rand(2, 1, 28, 28), torch.tensor([0, 1]))
+    output = CapsNet(routing_iterations=3, reconstruction=False)(torch.rand(2, 1, 28, 28), torch.tensor([0, 1]))
     assert output.reconstruction is None and output.reconstruction_loss is None
     assert torch.equal(output.loss, output.margin_loss)
 
@@ -212,7 +212,7 @@ def test_capsnet_passes_detach_routing_on(mnist_test):
     grads = {}
     for detach in (False, True):
         torch.manual_seed(0)
-        model = CapsNet(routing_iterations=3, detach_routing=detach)
+        model = CapsNet(routing_iterations=3, reconstruction=True, detach_routing=detach)
         model(images, targets).loss.backward()
         grads[detach] = model.W.grad
     # An untrained CapsNet routes almost uniformly, so the change is small, but computed twice
@@ -222,4 +222,4 @@ def test_capsnet_passes_detach_routing_on(mnist_test):
 
 def test_routing_iterations_must_be_positive():
     with pytest.raises(ValueError):
-        CapsNet(routing_iterations=0)
+        CapsNet(routing_iterations=0, reconstruction=True)

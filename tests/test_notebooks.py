@@ -29,21 +29,23 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from capslib import tables as T
+from capslib.study import paper
+from capslib.study import summaries as S
+from capslib.study import tables as T
 from PIL import Image
 
-from capslib.lab import NOTEBOOK_METADATA, keep_committed_metadata
-from capslib.profiles import GENERATED_PROFILES, PROFILES
+from capslib.study.lab import NOTEBOOK_METADATA, keep_committed_metadata
+from capslib.study.profiles import GENERATED_PROFILES, PROFILES
 
 pytestmark = pytest.mark.notebooks
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = sorted((REPO / "notebooks").glob("*.ipynb"))
-TRAIN_RUNS = ["mnist_routing1_norecon_seed1", "mnist_routing3_recon_seed1", "mnist_baseline_seed1",
-              "fashion-mnist_routing3_recon_seed1"]
+TABLE1_RUNS = ["mnist_baseline_seed1", "mnist_routing1_norecon_seed1", "mnist_routing1_recon_seed1",
+               "mnist_routing3_norecon_seed1", "mnist_routing3_recon_seed1", "fashion-mnist_routing3_recon_seed1"]
 REPORTED = ["01_data_mnist", "01_data_fashion-mnist", "03_reconstruct_mnist", "04_perturb_mnist", "05_fashion",
             "06_summary", "07_ablation", "08_multimnist", "09_affine"]
-EXECUTED = REPORTED + [f"train/{run}" for run in TRAIN_RUNS]
+EXECUTED = REPORTED
 FIGURES = {  # name -> exact size in pixels, where the layout fixes it
     "mnist_samples.png": None, "fashion-mnist_samples.png": None,
     "mnist_reconstructions.png": (1920, 780), "mnist_perturbations.png": (1990, 1296), "mnist_confusion.png": None,
@@ -56,10 +58,9 @@ FIGURES = {  # name -> exact size in pixels, where the layout fixes it
     "multimnist_accuracy.png": None, "multimnist_reconstructions.png": None, "affine_accuracy.png": None,
     "affine_samples.png": None,
 }
-RUN_COLUMNS, SUMMARY_COLUMNS = T.RUN_COLUMNS, T.SUMMARY_COLUMNS
-CONFIGURATIONS = {("mnist", "routing 1, no reconstruction"), ("mnist", "routing 3, reconstruction"),
-                  ("mnist", "baseline CNN"), ("fashion-mnist", "routing 3, reconstruction")}
-ROUTING_MESSAGE = "routing_iterations must be a positive integer"
+RUN_COLUMNS, SUMMARY_COLUMNS = S.RUN_COLUMNS, S.SUMMARY_COLUMNS
+CONFIGURATIONS = {("mnist", configuration) for configuration in paper.TABLE1} | {("fashion-mnist", "routing 3, reconstruction")}
+ROUTING_MESSAGE = "routing_iterations must be an integer in [1, 10], got 0"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,21 +215,19 @@ def test_makefile_parameters_exist_in_the_notebooks(results):
         assert passed <= names[Path(source_name).stem], (name, passed - names[Path(source_name).stem])
 
 
-@pytest.mark.parametrize("run", TRAIN_RUNS)
-def test_training_runs_used_the_tiny_profile(study, results, run):
-    parameters = read_notebook(results / "notebooks" / "train" / f"{run}.ipynb")["metadata"]["papermill"]["parameters"]
-    assert parameters["profile"] == "tiny" and "epochs" not in parameters  # the sizes come from capslib
-    assert parameters["device"] == "cpu"
-    info = json.loads((results / "runs" / run / "run.json").read_text())
+@pytest.mark.parametrize("run", TABLE1_RUNS)
+def test_table1_runs_used_the_tiny_profile(study, results, run):
+    info = json.loads((results / "table1" / run / "run.json").read_text())
     tiny = PROFILES["tiny"]
     config = info["config"]
     assert (config["epochs"], config["batch_size"], config["train_subset"], config["test_subset"]) == (
         tiny.epochs, tiny.batch_size, tiny.train_subset, tiny.test_subset) == (1, 32, 64, 100)
     assert info["status"] == "complete" and info["summary"]["epochs_done"] == 1
     assert (info["train_images"], info["test_images"]) == (64, 100)
-    assert "papermill" in info["sessions"][-1]["command"]  # CAPSLIB_COMMAND: the provenance names the command
-    assert pd.read_csv(results / "runs" / run / "metrics.csv").epoch.tolist() == [1]
-    assert (study / "runs" / run / "last.pt").is_file() and (study / "runs" / run / "best.pt").is_file()
+    command = info["sessions"][-1]["command"]  # the provenance names the command, as it runs
+    assert "capslib sweep table1 --profile tiny" in command and "--device cpu" in command
+    assert pd.read_csv(results / "table1" / run / "metrics.csv").epoch.tolist() == [1]
+    assert (study / "runs" / "table1" / run / "last.pt").is_file() and (study / "runs" / "table1" / run / "best.pt").is_file()
 
 
 def test_every_figure_decodes(results):
@@ -245,26 +244,26 @@ def test_every_figure_decodes(results):
 def test_result_tables(results):
     everything = pd.read_csv(results / "tables" / "runs.csv")
     assert list(everything.columns) == RUN_COLUMNS
-    # the Makefile's runs, then `make validated` (every configuration with the split), the official runs with the
-    # split (routing 3 + reconstruction from `make ablation`, the other rows from `make table1-official`) and on
-    # all training images (official-60k)
-    held_out = PROFILES["tiny"].train_subset // 6  # a sweep's split on a small profile (studies.profile_sizes)
+    # table1, then `make validated` (every configuration with the split), the official runs with the split
+    # (routing 3 + reconstruction from `make ablation`, the other rows from `make table1-official`) and on all
+    # training images (official-60k)
+    held_out = PROFILES["tiny"].train_subset // 6  # the official split (10,000 of 60,000) at the tiny scale
     assert set(zip(everything.recipe, everything.validation_images)) == {
         ("paper", 0), ("paper", held_out), ("official", held_out), ("official", 0)}
     validated = everything[everything.validation_images > 0]
     assert validated.selected_test_error.notna().all() and (validated.recipe == "paper").sum() == 6
-    assert set(validated[validated.recipe == "official"].configuration) == set(T.PAPER_TABLE1)
+    assert set(validated[validated.recipe == "official"].configuration) == set(paper.TABLE1)
     assert (validated.recipe == "official").sum() == 6  # five MNIST rows and Fashion-MNIST
     assert len(everything[(everything.recipe == "official") & (everything.validation_images == 0)]) == 1
     runs = everything[(everything.validation_images == 0) & (everything.recipe == "paper")]
     assert runs.selected_test_error.isna().all()
-    assert len(runs) == len(TRAIN_RUNS)
+    assert len(runs) == len(TABLE1_RUNS)
     assert set(zip(runs.dataset, runs.configuration)) == CONFIGURATIONS
     assert (runs.seed == 1).all() and (runs.epochs == 1).all()
     for row in runs.itertuples():  # the final error is the last epoch's, from the run's own log
-        metrics = pd.read_csv(results / "runs" / Path(row.run).name / "metrics.csv")
+        metrics = pd.read_csv(results / "table1" / Path(row.run).name / "metrics.csv")
         assert row.final_test_error == pytest.approx(100 * (1 - metrics.test_accuracy.iloc[-1]), abs=1e-3)
-    assert {Path(r).name for r in runs.run} == set(TRAIN_RUNS)
+    assert {Path(r).name for r in runs.run} == set(TABLE1_RUNS)
     summary = pd.read_csv(results / "tables" / "summary.csv")
     assert list(summary.columns) == SUMMARY_COLUMNS
     summary = summary[(summary.validation_images == 0) & (summary.recipe == "paper")]
@@ -290,9 +289,9 @@ def test_html_reports_without_and_with_code(results, name):
     assert body(with_code).count("jp-InputPrompt") >= code_cell_count
     assert "jp-InputPrompt" not in body(no_code)
     # the code's text likewise (every reported notebook starts its work with this call)
-    assert "capslib.notebook.start(results_dir)" in visible_text(with_code)
-    assert "capslib.notebook.start(results_dir)" not in visible_text(no_code)
-    assert "import capslib" not in visible_text(no_code)
+    assert "notebook.start(results_dir)" in visible_text(with_code)
+    assert "notebook.start(results_dir)" not in visible_text(no_code)
+    assert "from capslib.study import" not in visible_text(no_code)
     # the outputs are in both: the same embedded figures, the markdown text
     images = len(EMBEDDED_PNG.findall(with_code))
     assert images >= 1 and len(EMBEDDED_PNG.findall(no_code)) == images
@@ -309,9 +308,8 @@ def test_make_report_lightens_every_executed_notebook(results, name):
     assert not [m for o in outputs for m in o.get("data", {}) if m.startswith("image/")]
     texts = ["".join(o.get("data", {}).get("text/plain", "")) for o in outputs]
     pointers = [text for text in texts if text.startswith("[figure")]
-    # a report's figures point to it; a training run's (not rendered) to its log
-    where = results / "runs" / Path(name).name / "metrics.csv" if name.startswith("train/") else results / "html" / f"{name}.html"
-    assert pointers and all(str(where) in p for p in pointers)
+    # a report's figures point to it
+    assert pointers and all(str(results / "html" / f"{name}.html") in p for p in pointers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,7 +360,7 @@ def test_make_lab_allows_root_reaches_results_and_keeps_metadata():
     assert code == 0
     assert "--allow-root" in output and "--ServerApp.root_dir=." in output
     assert "/lab/tree/notebooks" in output
-    assert "--ContentsManager.pre_save_hook=capslib.lab.keep_committed_metadata" in output
+    assert "--ContentsManager.pre_save_hook=capslib.study.lab.keep_committed_metadata" in output
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
@@ -410,16 +408,16 @@ def test_other_experiments_tables_and_runs(study, results):
 
 def test_ablation_tables(results):
     per_run = pd.read_csv(results / "tables" / "ablation.csv")
-    assert list(per_run.columns) == T.ABLATION_RUN_COLUMNS
+    assert list(per_run.columns) == S.ABLATION_RUN_COLUMNS
     # both bases and each of the six components switched, one seed each in the tiny profile
     assert len(per_run) == 14 and per_run.variant.nunique() == 14
     assert per_run.selected_test_error.notna().all()
     summary = pd.read_csv(results / "tables" / "ablation_summary.csv")
-    assert list(summary.columns) == T.ABLATION_SUMMARY_COLUMNS and len(summary) == 14
+    assert list(summary.columns) == S.ABLATION_SUMMARY_COLUMNS and len(summary) == 14
     # the two hypotheses beside the ablation, each its base and the runs that test it
     for name, runs in (("official_60k", "official-60k"), ("precision", "precision")):
         comparison = pd.read_csv(results / "tables" / f"{name}.csv")
-        assert list(comparison.columns) == T.COMPARISON_COLUMNS and list(comparison.runs) == [1, 1]
+        assert list(comparison.columns) == S.COMPARISON_COLUMNS and list(comparison.runs) == [1, 1]
         (logged,) = [p for p in (results / runs).iterdir() if p.is_dir()]
         final = pd.read_csv(logged / "metrics.csv").test_error.iloc[-1]
         assert comparison.final_mean.iloc[1] == pytest.approx(final, abs=1e-3)
@@ -434,8 +432,8 @@ def test_papermill_with_routing_0_fails(tmp_path):
     out = tmp_path / "02_train_routing0.ipynb"
     code, output = run_command([
         sys.executable, "-m", "papermill", "--cwd", ".", "--no-progress-bar", "-k", "python3",
-        "notebooks/02_train.ipynb", str(out), "-p", "routing", "0", "-p", "epochs", "1", "-p", "train_subset", "64",
-        "-p", "test_subset", "50", "-p", "device", "cpu", "-p", "progress_bar", "False",
+        "notebooks/02_train.ipynb", str(out), "-p", "routing_iterations", "0", "-p", "profile", "tiny",
+        "-p", "progress_bar", "False", "-y", "options: {device: cpu}",
         "-p", "runs_dir", str(tmp_path / "runs"), "-p", "results_dir", str(tmp_path / "results")], timeout=180)
     assert code != 0
     assert ROUTING_MESSAGE in output
@@ -447,16 +445,15 @@ def test_papermill_with_routing_0_fails(tmp_path):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
 
 
-def test_make_train_with_routing_0_fails_and_leaves_no_target(tmp_path):
+def test_a_failed_notebook_step_leaves_no_target(tmp_path):
+    # a step whose notebook fails keeps its .partial notebook (where it stopped), never the target: make
+    # would skip a target next time
     study_dir = tmp_path / "study"
-    code, output = make(study_dir, "train", "ROUTING=0", timeout=180)
+    notebooks = study_dir / "results" / "notebooks"
+    code, output = make(study_dir, str(notebooks / "01_data_cifar.ipynb"), timeout=180)
     assert code != 0
-    assert ROUTING_MESSAGE in output
-    train_dir = study_dir / "results" / "notebooks" / "train"
-    target = train_dir / "mnist_routing0_recon_seed1.ipynb"
-    assert not target.exists()  # a failed run never looks done: make would skip it next time
-    assert [p.name for p in train_dir.iterdir()] == ["mnist_routing0_recon_seed1.partial.ipynb"]
-    assert not (study_dir / "runs").exists()
+    assert "unknown dataset 'cifar'" in output
+    assert [p.name for p in notebooks.iterdir()] == ["01_data_cifar.partial.ipynb"]
 
 
 def test_study_dir_with_a_space_is_one_make_error(tmp_path):
@@ -558,9 +555,9 @@ def test_newcomer_leaves_every_tracked_file_unchanged(newcomer):
     figures = {p.name for p in (clone / "scratch" / "results" / "figures").iterdir()}
     assert {"mnist_samples.png", "mnist_reconstructions.png", "mnist_perturbations.png", "mnist_routing.png",
             "mnist_coupling_entropy.png", "fashion-mnist_reconstructions.png", "mnist_accuracy.png"} <= figures
-    assert sorted(p.name for p in (clone / "scratch" / "runs").iterdir()) == [
-        "affine", "fashion-mnist_routing3_recon_seed1", "mnist_routing1_norecon_seed1", "mnist_routing3_recon_seed1",
-        "multimnist"]
+    assert sorted(p.name for p in (clone / "scratch" / "runs").iterdir()) == ["affine", "multimnist", "table1"]
+    assert sorted(p.name for p in (clone / "scratch" / "runs" / "table1").iterdir()) == [
+        "fashion-mnist_routing3_recon_seed1", "mnist_routing1_norecon_seed1", "mnist_routing3_recon_seed1"]
     assert {"ablation.png", "official_accuracy.png"} <= figures  # 07 reads the committed logs, writes here
 
 
@@ -573,9 +570,9 @@ def test_newcomer_writes_nothing_into_the_checkout_capslib_comes_from(newcomer):
 
 def test_newcomer_notebooks_say_where_their_model_comes_from(newcomer):
     text = {name: output_text(read_notebook(out)) for name, (_, _, out) in newcomer["executed"].items()}
-    assert "profile **tiny**" in text["02_train"] and "scratch/runs/mnist_routing3_recon_seed1" in text["02_train"]
+    assert "profile **tiny**" in text["02_train"] and "scratch/runs/table1/mnist_routing3_recon_seed1" in text["02_train"]
     # 03 uses the run 02 trained; 04 and 05 find none of theirs and train a short one, saying so
-    assert "Run **mnist_routing3_recon_seed1** (the lowest final test error of 1 complete" in text["03_reconstruct"]
+    assert "Run **mnist_routing3_recon_seed1** (the lowest final test error of 1 complete run" in text["03_reconstruct"]
     assert "Training a short one now" not in text["03_reconstruct"]
     assert "Training a short one now" in text["04_perturb"] and "mnist_routing1_norecon_seed1" in text["04_perturb"]
     assert "Training a short one now" in text["05_fashion"]

@@ -1,6 +1,6 @@
 """`capslib predict`: your own images, converted the way MNIST was made, then classified.
 
-- the conversion (capslib.predict): an MNIST digit converts to itself; the same digit enlarged,
+- the conversion (capslib.core.predict): an MNIST digit converts to itself; the same digit enlarged,
   drawn dark on light in colour and saved as JPEG converts back close to it; bad images are
   refused by name;
 - the command: prints the class and the 10 capsule lengths the model gives the original digit;
@@ -21,19 +21,20 @@ import pytest
 import torch
 from PIL import Image
 
-from capslib import data as D
-from capslib import predict as P
-from capslib.checkpoint import load_model
+from capslib.core import data as D
+from capslib.core.datasets import DATASETS
+from capslib.core import predict as P
+from capslib.core.checkpoint import load_model
 from capslib.cli import main
-from capslib.config import TrainConfig
-from capslib.errors import DataError
-from capslib.evaluate import predict as model_scores
-from capslib.train import train
+from capslib.core.config import TrainConfig
+from capslib.core.errors import DataError
+from capslib.core.evaluate import predict as model_scores
+from capslib.core.train import train
 
 
 @pytest.fixture(scope="module")
 def test_digits():
-    images, labels = D.load_split(D.DATASETS["mnist"].default_root, "test", "mnist")
+    images, labels = D.load_split(DATASETS["mnist"].default_root, "test", "mnist")
     return images[:50], labels[:50]
 
 

@@ -1,4 +1,4 @@
-"""What the notebooks do first (capslib.notebook, capslib.profiles): find the clone they run in,
+"""What the notebooks do first (capslib.study.notebook, capslib.study.profiles): find the clone they run in,
 size a run by profile, find a trained model or train a short one. No notebook is executed here
 (tests/test_notebooks.py does that); the one training run is the tiny profile's."""
 
@@ -11,40 +11,38 @@ from pathlib import Path
 import pytest
 import torch
 
-from capslib import notebook
-from capslib.config import TrainConfig
-from capslib.errors import CapslibError, RunFolderError
-from capslib.profiles import PROFILES, resolve_profile
-from capslib.runs import parse_run_name, run_name
+from capslib.study import notebook
+from capslib.core.config import TrainConfig
+from capslib.core.errors import CapslibError, RunFolderError
+from capslib.study.profiles import GENERATED_PROFILES, PROFILES, describe, resolve_profile, sized
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def test_auto_is_full_on_cuda_and_quick_elsewhere():
-    assert resolve_profile("auto", torch.device("cuda")) is PROFILES["full"]
-    assert resolve_profile("auto", "cpu") is PROFILES["quick"]
-    assert resolve_profile("tiny", torch.device("cuda")) is PROFILES["tiny"]
+    assert resolve_profile("auto", cuda=True) == "full"
+    assert resolve_profile("auto", cuda=False) == "quick"
+    assert resolve_profile("tiny", cuda=True) == "tiny"
     with pytest.raises(CapslibError, match="profile must be one of auto, full, quick, tiny, got 'huge'"):
-        resolve_profile("huge", "cpu")
+        resolve_profile("huge", cuda=False)
 
 
-def test_the_full_profile_is_the_studys_recipe():
-    full = PROFILES["full"]
-    assert (full.epochs, full.batch_size, full.train_subset, full.test_subset) == (40, 128, None, None)
-    assert full.describe() == "40 epochs of all training images at batch 128, all test images"
-    assert PROFILES["quick"].describe() == "2 epochs of 1,000 training images at batch 32, 500 test images"
+def test_the_full_profile_keeps_the_studys_sizes():
+    config = TrainConfig(epochs=770, validation_size=10_000)
+    assert sized(config, "full") == config
+    assert describe(TrainConfig()) == "40 epochs of all training images at batch 128, all test images"
+    quick = sized(TrainConfig(), "quick")
+    assert describe(quick) == "2 epochs of 1,000 training images at batch 32, 500 test images"
 
 
-@pytest.mark.parametrize("name", ["mnist_routing3_recon_seed1", "fashion-mnist_routing1_norecon_seed12",
-                                  "mnist_baseline_seed4"])
-def test_parse_run_name_inverts_run_name(name):
-    assert run_name(TrainConfig(**parse_run_name(name))) == name
-
-
-@pytest.mark.parametrize("name", ["mnist_routing3_seed1", "mnist_routing3_recon", "cifar_routing3_recon_seed1x"])
-def test_parse_run_name_refuses_other_names(name):
-    with pytest.raises(RunFolderError, match="is not a run name"):
-        parse_run_name(name)
+def test_a_small_profile_keeps_the_studys_split_at_its_own_scale():
+    # one protocol per profile: 02_train, a notebook's short run and a sweep size a run the same way
+    assert sized(TrainConfig(validation_size=10_000), "quick").validation_size == 1000 // 6
+    assert sized(TrainConfig(validation_size=10_000), "tiny").validation_size == 64 // 6
+    assert sized(TrainConfig(), "quick").validation_size == 0
+    assert sized(TrainConfig(validation_size=10_000, epochs=9), "tiny", keep=("epochs",)).epochs == 9
+    multimnist = sized(TrainConfig(dataset="multimnist"), "tiny")
+    assert (multimnist.train_subset, multimnist.test_pairs) == (GENERATED_PROFILES["tiny"].train_subset, 2)
 
 
 def test_find_root_walks_up_from_any_folder_of_the_clone(tmp_path):
@@ -63,12 +61,12 @@ def test_start_works_from_the_clone_root(monkeypatch, tmp_path):
 
 
 def test_run_config_takes_the_profile_sizes_unless_given(capsys):
-    config = notebook.run_config("tiny", "r", "s", dataset="fashion-mnist", routing_iterations=1, device="cpu")
+    config = notebook.run_config("tiny", "table1", "r", "s", dataset="fashion-mnist", routing_iterations=1, device="cpu")
     tiny = PROFILES["tiny"]
     assert (config.epochs, config.batch_size, config.train_subset, config.test_subset) == (
         tiny.epochs, tiny.batch_size, tiny.train_subset, tiny.test_subset)
-    assert config.ckpt_dir == os.path.join("r", "fashion-mnist_routing1_recon_seed1")
-    assert config.logs_dir == os.path.join("s", "runs", "fashion-mnist_routing1_recon_seed1")
+    assert config.ckpt_dir == os.path.join("r", "table1", "fashion-mnist_routing1_recon_seed1")
+    assert config.logs_dir == os.path.join("s", "table1", "fashion-mnist_routing1_recon_seed1")
     said = capsys.readouterr().out
     assert "profile **tiny**" in said and "1 epoch of 64 training images" in said
     config = notebook.run_config("quick", device="cpu", epochs=5, train_subset=300)
@@ -85,8 +83,8 @@ def test_run_config_warns_that_the_full_profile_is_for_a_gpu(capsys):
 
 
 def test_run_config_validates_before_anything_is_written(tmp_path):
-    with pytest.raises(CapslibError, match="routing_iterations must be a positive integer"):
-        notebook.run_config("tiny", tmp_path / "runs", tmp_path / "results", routing_iterations=0, device="cpu")
+    with pytest.raises(CapslibError, match=r"routing_iterations must be an integer in \[1, 10\]"):
+        notebook.run_config("tiny", "table1", tmp_path / "runs", tmp_path / "results", routing_iterations=0, device="cpu")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -95,17 +93,18 @@ def trained_here(tmp_path_factory):
     """trained_run in an empty folder: trains the tiny run of the configuration, then finds it."""
     root = tmp_path_factory.mktemp("trained_run")
     runs_dir, results_dir = root / "runs", root / "results"
-    first = notebook.trained_run("mnist_routing1_norecon", runs_dir, results_dir, "tiny", "cpu")
-    second = notebook.trained_run("mnist_routing1_norecon", runs_dir, results_dir, "tiny", "cpu")
+    routing1 = dict(dataset="mnist", routing_iterations=1, reconstruction=False)
+    first = notebook.trained_run("table1", runs_dir, results_dir, "tiny", "cpu", **routing1)
+    second = notebook.trained_run("table1", runs_dir, results_dir, "tiny", "cpu", **routing1)
     return root, first, second
 
 
 def test_trained_run_trains_a_short_run_when_none_is_logged(trained_here):
     root, first, _ = trained_here
     assert first.name == "mnist_routing1_norecon_seed1" and first.epoch == PROFILES["tiny"].epochs
-    info = json.loads((root / "results" / "runs" / first.name / "run.json").read_text())
+    info = json.loads((root / "results" / "table1" / first.name / "run.json").read_text())
     assert info["status"] == "complete" and info["config"]["train_subset"] == PROFILES["tiny"].train_subset
-    assert (root / "runs" / first.name / "last.pt").is_file()
+    assert (root / "runs" / "table1" / first.name / "last.pt").is_file()
 
 
 def test_trained_run_then_finds_the_run_instead_of_training_again(trained_here):
@@ -116,7 +115,8 @@ def test_trained_run_then_finds_the_run_instead_of_training_again(trained_here):
 
 def test_a_logged_run_without_its_checkpoint_is_named(trained_here, tmp_path):
     root, first, _ = trained_here
-    # the logs are there (as in a fresh clone's results/runs) but the checkpoints are not
+    # the logs are there (as in a fresh clone's results/table1) but the checkpoints are not
     with pytest.raises(RunFolderError, match=r"its checkpoint .*last.pt is missing"):
-        notebook.trained_run("mnist_routing1_norecon", tmp_path / "no_runs", root / "results", "tiny", "cpu")
+        notebook.trained_run("table1", tmp_path / "no_runs", root / "results", "tiny", "cpu", dataset="mnist",
+                             routing_iterations=1, reconstruction=False)
     assert not (tmp_path / "no_runs").exists()

@@ -11,16 +11,21 @@ import pandas as pd
 import pytest
 import torch
 
-from capslib import tables as T
+from capslib.study import paper
+from capslib.study import summaries as S
+from capslib.study import tables as T
 from capslib.cli import build_parser, config_from_args
-from capslib.config import COMPONENTS, OFFICIAL, RECIPES, TrainConfig
-from capslib.data import all_shifts_order, epoch_data, load_dataset
-from capslib.losses import margin_loss
-from capslib.model import CapsNet, count_parameters, model_for
-from capslib.runs import selection, run_name
-from capslib.studies import (ablation_configs, finished_run, official_configs, precision_configs, study_runs,
-                             table1_configs, table1_official_configs)
-from capslib.train import learning_rate
+from capslib.core.config import COMPONENTS, OFFICIAL, RECIPES, TrainConfig
+from capslib.core.data import all_shifts_order, epoch_data, load_dataset
+from capslib.core.model import margin_loss
+from capslib.core.checkpoint import model_for
+from capslib.core.model import CapsNet, count_parameters
+from capslib.core.layout import run_name
+from capslib.core.runs import selection
+from capslib.study.sweep import finished_run
+from capslib.study.studies import (ablation_configs, official_configs, precision_configs, study_runs, table1_configs,
+                                   table1_official_configs, validated_configs)
+from capslib.core.train import learning_rate
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,62 +39,48 @@ def test_cli_defaults_are_train_configs():
     assert config_from_args(args) == TrainConfig()
 
 
-def test_train_notebooks_literal_defaults_are_train_configs():
-    # 02_train's parameters cell must hold literals (papermill); those that are not None ("the recipe's" or
-    # "the profile's") restate a TrainConfig default, and must agree with it
+def test_train_notebook_restates_no_default():
+    # 02_train's parameters cell holds literals (papermill); a run option there is None ("the recipe's
+    # value"), so that TrainConfig alone declares the defaults, and every option it names is a field
     import ast
     import json
 
     notebook = json.loads((REPO / "notebooks" / "02_train.ipynb").read_text())
     (cell,) = [c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", [])]
     values = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse("".join(cell["source"])).body}
-    fields = {"routing": "routing_iterations"}  # the notebook's shorter names
-    defaults = TrainConfig().to_dict()
-    checked = {name: value for name, value in values.items() if fields.get(name, name) in defaults and value is not None}
-    assert {"dataset", "model", "routing", "reconstruction", "seed", "recipe", "validation_size", "eval_every",
-            "device", "speed"} <= set(checked)
-    for name, value in checked.items():
-        assert value == defaults[fields.get(name, name)], f"02_train's {name} = {value!r}"
+    options = {name: value for name, value in values.items() if name in TrainConfig().to_dict()}
+    assert {"dataset", "model", "routing_iterations", "reconstruction", "seed", "recipe"} <= set(options)
+    assert all(value is None for value in options.values()), options
+    assert values["options"] == {}
 
 
-def test_cli_recipe_then_flags():
-    args = build_parser().parse_args(["train", "--recipe", "official", "--epochs", "5", "--digit-bias", "False"])
+def test_every_training_option_is_a_flag_with_its_declared_help():
+    import dataclasses
+
+    text = " ".join(build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
+    for f in dataclasses.fields(TrainConfig):
+        assert f"--{f.name.replace('_', '-')}" in text
+        assert " ".join(f.metadata["help"].split()) in text
+
+
+def test_an_explicit_none_is_honoured():
+    # `--lr-decay-steps none` with the official recipe: the per-epoch schedule, and the name says so
+    args = build_parser().parse_args(["train", "--recipe", "official", "--lr-decay-steps", "none"])
     config = config_from_args(args)
-    assert config == TrainConfig.from_recipe("official", epochs=5, digit_bias=False)
-    assert config.variant() == "official-bias"
+    assert config.lr_decay_steps is None and config.variant() == "official-schedule"
 
 
-def make_runs(*variables: str) -> dict[str, list[str]]:
-    """The Makefile's run names (`make print-runs`): {"mnist": [...], "fashion": [...], "train": [name]}."""
+def test_every_makefile_sweep_is_a_declared_study_and_every_study_is_swept(tmp_path):
+    """The Makefile names the sets of runs and parses no names: what `make reproduce` sweeps is exactly
+    what capslib/study/studies.py declares."""
+    from capslib.study.studies import STUDIES
+
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
-    done = subprocess.run(["make", "-s", "print-runs", *variables], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(["make", "-n", "PROFILE=tiny", f"STUDY_DIR={tmp_path}", "reproduce"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    return {key: names.split() for key, _, names in (line.partition(": ") for line in done.stdout.splitlines())}
-
-
-@pytest.mark.parametrize("profile", ["full", "tiny"])
-def test_makefile_run_names_are_run_names(profile):
-    """The Makefile builds its runs' names itself (it starts no Python to read them): each must be
-    capslib.runs.run_name of the Table 1 configuration it trains."""
-    seeds = [1, 2] if profile == "full" else [1]
-    names = make_runs(f"PROFILE={profile}", f"SEEDS={' '.join(map(str, seeds))}")
-    configs = table1_configs(seeds)
-    mnist = {run_name(c) for c in configs if c.dataset == "mnist"}
-    if profile == "tiny":  # the tiny profile trains three of Table 1's five configurations
-        mnist = {n for n in mnist if "routing1_recon" not in n and "routing3_norecon" not in n}
-    assert sorted(names["mnist"]) == sorted(mnist) and len(names["mnist"]) == len(set(names["mnist"]))
-    assert sorted(names["fashion"]) == sorted(run_name(c) for c in configs if c.dataset == "fashion-mnist")
-
-
-@pytest.mark.parametrize("variables, fields", [
-    ([], {}),
-    (["ROUTING=1", "RECON=no", "SEED=7"], {"routing_iterations": 1, "reconstruction": False, "seed": 7}),
-    (["MODEL=baseline", "DATASET=fashion-mnist"], {"model": "baseline", "dataset": "fashion-mnist"}),
-    (["RECON=0", "DATASET=fashion-mnist"], {"reconstruction": False, "dataset": "fashion-mnist"}),
-])
-def test_make_train_names_its_run_as_capslib_does(variables, fields):
-    assert make_runs(*variables)["train"] == [run_name(TrainConfig(**fields))]
+    swept = {line.split("capslib sweep ")[1].split()[0] for line in done.stdout.splitlines() if "capslib sweep " in line}
+    assert swept == set(STUDIES) - {"multimnist", "affine"}  # on tiny and quick their notebooks train them
 
 
 def test_recipes_name_every_component_field():
@@ -118,7 +109,7 @@ def test_official_model_has_the_papers_parameter_count_plus_the_digit_bias():
 
 def test_official_init_is_truncated_normal_with_biases_of_0_1():
     torch.manual_seed(0)
-    model = CapsNet(init="official")
+    model = CapsNet(routing_iterations=3, reconstruction=True, init="official")
     assert model.W.abs().max() <= 0.2 and 0.08 < model.W.std() < 0.095  # ±2σ truncation shrinks σ to 0.088
     assert model.conv1.weight.abs().max() <= 0.1 and torch.all(model.conv1.bias == 0.1)
     decoder_first = model.decoder.layers[0]
@@ -127,7 +118,7 @@ def test_official_init_is_truncated_normal_with_biases_of_0_1():
 
 def test_slim_primary_capsules_divide_the_convolution_by_32_and_add_their_bias():
     torch.manual_seed(0)
-    slim = CapsNet(primary_capsules="slim")
+    slim = CapsNet(routing_iterations=3, reconstruction=True, primary_capsules="slim")
     images = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
         slim.primary_bias.uniform_(-1, 1)
@@ -140,7 +131,7 @@ def test_slim_primary_capsules_divide_the_convolution_by_32_and_add_their_bias()
 
 def test_digit_bias_enters_every_squash():
     torch.manual_seed(0)
-    model = CapsNet(digit_bias=True, reconstruction=False)
+    model = CapsNet(routing_iterations=3, reconstruction=False, digit_bias=True)
     images = torch.rand(3, 1, 28, 28)
     with torch.no_grad():
         before = model.digit_capsules(images)
@@ -225,7 +216,7 @@ def test_selection_takes_the_lowest_validation_error_latest_of_ties():
 
 
 def test_difference_interval_by_hand():
-    difference, low, high = T.difference_interval([0.30, 0.32, 0.34], [0.36, 0.38, 0.40])
+    difference, low, high = S.difference_interval([0.30, 0.32, 0.34], [0.36, 0.38, 0.40])
     # pooled std 0.02, se = 0.02·sqrt(2/3), t(0.975, 4) = 2.776
     half = 2.776 * 0.02 * math.sqrt(2 / 3)
     assert difference == pytest.approx(-0.06)
@@ -234,7 +225,7 @@ def test_difference_interval_by_hand():
 
 def _logged(seed: int, final_errors: list[float], validation_errors: list[float] | None = None, status="complete"):
     """A Run as read back from its folder, with the given test errors (%) per evaluation."""
-    from capslib.runs import Run
+    from capslib.core.runs import Run
 
     epochs = list(range(1, len(final_errors) + 1))
     history = pd.DataFrame({"epoch": epochs, "test_error": final_errors,
@@ -252,12 +243,12 @@ def test_comparison_is_against_the_first_group_on_final_and_selected_errors():
              _logged(3, [0.34, 0.35], [0.7, 0.9])]
     unfinished = [_logged(1, [0.10], [0.1], status="running")]
     higher = [_logged(1, [0.48]), _logged(2, [0.50])]
-    table = T.comparison_table({"base": base, "lower": lower, "still training": unfinished, "higher": higher})
+    table = S.comparison_table({"base": base, "lower": lower, "still training": unfinished, "higher": higher})
     assert list(table.runs_of) == ["base", "lower", "higher"]  # a group with no complete run is left out
     assert table.final_vs_base.iloc[2] == pytest.approx(0.49 - 0.38)  # against the first group, not the one before
     assert table.selected_mean.isna().iloc[2] and table.selected_vs_base.isna().iloc[2]  # no split: nothing selected
     assert table.final_vs_base.isna().iloc[0]
-    difference, low, high = T.difference_interval([0.31, 0.33, 0.35], [0.36, 0.38, 0.40])
+    difference, low, high = S.difference_interval([0.31, 0.33, 0.35], [0.36, 0.38, 0.40])
     assert (table.final_mean.iloc[1], table.final_vs_base.iloc[1]) == (pytest.approx(0.33), pytest.approx(-0.05))
     assert (table.final_vs_base_low.iloc[1], table.final_vs_base_high.iloc[1]) == (
         pytest.approx(low, abs=1e-3), pytest.approx(high, abs=1e-3))
@@ -294,8 +285,8 @@ def test_official_60k_trains_300000_steps_on_every_training_image():
     assert tiny.validation_size == 0
 
 
-def test_precision_runs_are_table1s_routing3_runs_in_strict_float32():
-    table1 = {run_name(c): c for c in table1_configs([1, 2])}
+def test_precision_runs_are_validateds_routing3_runs_in_strict_float32():
+    table1 = {run_name(c): c for c in validated_configs([1, 2])}
     precision = precision_configs([1, 2])
     assert [run_name(c) for c in precision] == ["mnist_routing3_recon_seed1", "mnist_routing3_recon_seed2"]
     for config in precision:

@@ -1,4 +1,4 @@
-"""capslib.reports: the HTML reports are nbconvert's, byte for byte; then the executed notebook is
+"""capslib.study.reports: the HTML reports are nbconvert's, byte for byte; then the executed notebook is
 lightened (every image output becomes a line saying where the figure is, the rest stays as it was);
 a lightened notebook is never rendered again, a re-executed one is; mistakes are one line.
 
@@ -21,8 +21,9 @@ import pytest
 from matplotlib.figure import Figure
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from capslib import reports
-from capslib.errors import CapslibError
+from capslib.cli import main
+from capslib.study import reports
+from capslib.core.errors import CapslibError
 
 SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'
 
@@ -82,7 +83,7 @@ def run_report(study: dict) -> str:
 
 
 def nbconvert(notebook: Path, out_dir: Path, *flags: str) -> bytes:
-    """What `make report` ran before capslib.reports: the nbconvert command line."""
+    """What `make report` ran before capslib.study.reports: the nbconvert command line."""
     subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", *flags, "--output-dir", str(out_dir),
                     str(notebook)], check=True, capture_output=True, timeout=120)
     return (out_dir / f"{notebook.stem}.html").read_bytes()
@@ -173,29 +174,13 @@ def test_a_lightened_notebook_without_its_report_is_an_error(study):
     assert not (study["html"] / "report.html").exists()
 
 
-def test_a_training_runs_figures_point_to_its_log(tmp_path):
-    notebook = tmp_path / "train" / "mnist_routing3_recon_seed1.ipynb"
-    notebook.parent.mkdir()
-    nbformat.write(synthetic_notebook(png([1, 2]), png([2, 1])), notebook)
-    logs = tmp_path / "runs"
-    with pytest.raises(CapslibError, match="no run log"):
-        reports.lighten_run(notebook, logs)
-    (logs / notebook.stem).mkdir(parents=True)
-    (logs / notebook.stem / "metrics.csv").write_text("epoch\n1\n")
-    reports.lighten_run(notebook, logs)
-    lightened = nbformat.read(notebook, as_version=4)
-    assert reports.is_lightened(lightened) and not any(reports.is_image(m) for m in mimetypes(lightened))
-    log = (logs / notebook.stem / "metrics.csv").as_posix()
-    assert sum(log in o.data.get("text/plain", "") for o in all_outputs(lightened) if "data" in o) == 3
-
-
 # ---------------------------------------------------------------------------------------------
 # the command line
 
 
 def test_a_missing_notebook_is_one_line_naming_it(study, tmp_path):
     missing = tmp_path / "notebooks" / "06_summary.ipynb"
-    done = subprocess.run([sys.executable, "-m", "capslib.reports", "report", str(study["notebook"]), str(missing),
+    done = subprocess.run([sys.executable, "-m", "capslib", "report", str(study["notebook"]), str(missing),
                            "--html-dir", str(study["html"])], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
@@ -205,9 +190,9 @@ def test_a_missing_notebook_is_one_line_naming_it(study, tmp_path):
 
 def test_the_command_line_renders_and_lightens(study, capsys):
     argv = ["report", str(study["notebook"]), "--html-dir", str(study["html"]), "--figures-dir", str(study["figures"])]
-    assert reports.main(argv) == 0
+    assert main(argv) == 0
     assert (study["html"] / "report.html").is_file() and not study["with_code"].exists()
     assert "curve.png" in study["notebook"].read_text()
     (study["html"] / "report.html").unlink()
-    assert reports.main(argv) == 2
+    assert main(argv) == 2
     assert capsys.readouterr().err.count("\n") == 1

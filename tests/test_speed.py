@@ -6,11 +6,11 @@ the GPU in test_gpu.py."""
 import pytest
 import torch
 
-from capslib.errors import CapslibError
-from capslib.model import CapsNet, ModelOutput
-from capslib.speed import (PATHS, TrainStep, autocast, make_optimizer, prepare_images, prepare_model,
+from capslib.core.errors import CapslibError
+from capslib.core.model import CapsNet, ModelOutput
+from capslib.core.speed import (SPEED_PATHS, TrainStep, autocast, make_optimizer, prepare_images, prepare_model,
                            resolve_device, resolve_speed, set_lr, step_statistics)
-from capslib.speed import _restore, _snapshot  # what GraphedTrainStep does around its warm-up
+from capslib.core.speed import _restore, _snapshot  # what GraphedTrainStep does around its warm-up
 
 CPU = torch.device("cpu")
 
@@ -21,14 +21,14 @@ def relative_error(a, b):
 
 def test_bf16_channels_last_forward_matches_the_fp32_reference():
     torch.manual_seed(0)
-    reference = CapsNet().eval()
-    fast = prepare_model(CapsNet().eval(), PATHS["bf16"])
+    reference = CapsNet(routing_iterations=3, reconstruction=True).eval()
+    fast = prepare_model(CapsNet(routing_iterations=3, reconstruction=True).eval(), SPEED_PATHS["bf16"])
     fast.load_state_dict(reference.state_dict())
     images, labels = torch.rand(8, 1, 28, 28), torch.arange(8)
     with torch.no_grad():
         expected = reference(images, labels)
-        with autocast(PATHS["bf16"], CPU):
-            got = fast(prepare_images(images, PATHS["bf16"]), labels)
+        with autocast(SPEED_PATHS["bf16"], CPU):
+            got = fast(prepare_images(images, SPEED_PATHS["bf16"]), labels)
     # bf16 operands carry ~3 significant digits: 2e-2 relative is the stated tolerance (README).
     assert relative_error(got.capsules, expected.capsules) < 2e-2
     assert relative_error(got.reconstruction, expected.reconstruction) < 2e-2
@@ -37,8 +37,8 @@ def test_bf16_channels_last_forward_matches_the_fp32_reference():
 
 def test_one_step_lowers_the_loss_on_its_batch():
     torch.manual_seed(0)
-    model = CapsNet(routing_iterations=1)
-    step = TrainStep(model, make_optimizer(model, PATHS["fp32"], 1e-4, CPU), PATHS["fp32"], CPU)
+    model = CapsNet(routing_iterations=1, reconstruction=True)
+    step = TrainStep(model, make_optimizer(model, SPEED_PATHS["fp32"], 1e-4, CPU), SPEED_PATHS["fp32"], CPU)
     images, labels = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
     first = step(images, labels)
     losses = [first[0]] + [step(images, labels)[0] for _ in range(4)]
@@ -53,7 +53,7 @@ def test_step_statistics_count_the_highest_scores_that_match():
 
 
 def test_step_statistics_fill_absent_parts_with_zero():
-    output = CapsNet(reconstruction=False)(torch.rand(2, 1, 28, 28), torch.tensor([0, 1]))
+    output = CapsNet(routing_iterations=3, reconstruction=False)(torch.rand(2, 1, 28, 28), torch.tensor([0, 1]))
     stats = step_statistics(output, torch.tensor([0, 1]))
     assert stats[2] == 0 and stats[0] == stats[1]
 
@@ -68,7 +68,7 @@ def test_step_statistics_fill_absent_parts_with_zero():
 def small_model_and_optimizer(path_name):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
-    return model, make_optimizer(model, PATHS[path_name], 1e-2, CPU)
+    return model, make_optimizer(model, SPEED_PATHS[path_name], 1e-2, CPU)
 
 
 def adam_steps(model, optimizer, count, seed):
@@ -126,7 +126,7 @@ def test_paths_resolve_per_device():
 
 
 def test_the_reference_path_is_strict_float32():
-    reference = PATHS["fp32"]
+    reference = SPEED_PATHS["fp32"]
     assert not (reference.bf16 or reference.tf32 or reference.compile or reference.cuda_graph)
-    fast = PATHS["graph"]
+    fast = SPEED_PATHS["graph"]
     assert fast.bf16 and fast.compile and fast.cuda_graph and fast.channels_last

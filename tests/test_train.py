@@ -6,14 +6,14 @@ import json
 import pytest
 import torch
 
-from capslib import checkpoint
-from capslib.config import TrainConfig
-from capslib.errors import CapslibError, RunFolderError, TrainingDiverged
-from capslib.runs import read_run
-from capslib.train import learning_rate, train
+from capslib.core import checkpoint
+from capslib.core.config import TrainConfig
+from capslib.core.errors import CapslibError, RunFolderError, TrainingDiverged
+from capslib.core.runs import read_run
+from capslib.core.train import learning_rate, train
 
 QUIET = {"log": lambda *_: None}
-train_module = importlib.import_module("capslib.train")  # `capslib.train` the attribute is the function
+train_module = importlib.import_module("capslib.core.train")  # `capslib.core.train` the attribute is the function
 
 
 def small(tmp_path, name="run", **overrides):
@@ -131,23 +131,27 @@ def test_learning_rate_follows_the_seed_study_schedule():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("routing_iterations", 0, "routing_iterations must be a positive integer"),
-    ("batch_size", 0, "batch_size must be a positive integer"),
-    ("epochs", True, "epochs must be a positive integer"),
-    ("dataset", "cifar", "dataset must be one of"),
-    ("model", "resnet", "model must be one of"),
-    ("speed", "warp", "speed must be one of"),
-    ("lr", -1.0, "need a finite lr > 0"),
-    ("lr", float("inf"), "need a finite lr > 0"),
-    ("routing_iterations", 10**12, "routing_iterations must be at most"),
-    ("recipe", "tf", "recipe must be one of"),
-    ("augmentation", "flip", "augmentation must be one of"),
-    ("validation_size", -1, "validation_size must be a non-negative integer"),
-    ("min_lr", 1.0, "min_lr must be in"),
-    ("eval_every", 0, "eval_every must be a positive integer"),
-    ("lr_decay", 1.5, "need a finite lr > 0"),
+    ("routing_iterations", 0, r"routing_iterations must be an integer in \[1, 10\], got 0"),
+    ("batch_size", 0, "batch_size must be an integer ≥ 1, got 0"),
+    ("epochs", True, "epochs must be an integer ≥ 1, got True"),
+    ("dataset", "cifar", "dataset must be one of mnist, fashion-mnist"),
+    ("model", "resnet", "model must be one of capsnet, baseline"),
+    ("speed", "warp", "speed must be one of auto, fp32"),
+    ("lr", -1.0, r"lr must be a finite number in \(0, 1\], got -1.0"),
+    ("lr", float("inf"), r"lr must be a finite number in \(0, 1\], got inf"),
+    ("lr", 1e38, r"lr must be a finite number in \(0, 1\]"),
+    ("routing_iterations", 10**12, r"routing_iterations must be an integer in \[1, 10\]"),
+    ("recipe", "tf", "recipe must be one of paper, official"),
+    ("augmentation", "flip", "augmentation must be one of random-shift, all-shifts"),
+    ("validation_size", -1, "validation_size must be an integer ≥ 0"),
+    ("min_lr", 1.0, r"min_lr must be at most lr \(0.001\)"),
+    ("eval_every", 0, "eval_every must be an integer ≥ 1"),
+    ("lr_decay", 1.5, r"lr_decay must be a finite number in \(0, 1\]"),
+    ("lr_decay", 0.0, r"lr_decay must be a finite number in \(0, 1\]"),
     ("reconstruction", "maybe", "reconstruction must be True or False"),
-    ("train_subset", 0, "train_subset must be a positive integer or None"),
+    ("train_subset", 0, "train_subset must be an integer ≥ 1 or None"),
+    ("test_pairs", 60_001, r"test_pairs must be an integer in \[1, 60000\]"),
+    ("seed", -1, r"seed must be an integer in \[0, 4294967295\]"),
 ])
 def test_config_validation_names_the_field(field, value, message):
     with pytest.raises(CapslibError, match=message):

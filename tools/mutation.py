@@ -1,7 +1,14 @@
 """Mutation testing with a curated list of mutants: `make mutation` (outside `make test`).
 
-Each mutant is one deliberate bug: a textual change old → new in one capslib file, where `old`
-must occur exactly once (a mutant gone stale after an edit fails loudly, before anything runs).
+Each mutant is one deliberate bug: a textual change old → new inside one definition of capslib, named
+by its qualified name (a function `squash`, a method `CapsNet.forward`, a class, or a module-level
+name such as `M_POS`) wherever in capslib/ it is defined. The definition must exist exactly once and
+`old` must occur exactly once inside it: code that moves between files or modules keeps its mutants,
+and a mutant gone stale after an edit (its definition renamed, its text rewritten) fails loudly,
+before anything runs. Why curated rather than generated (mutmut, cosmic-ray): a generator makes
+hundreds of mutants per module, most of them equivalent or trivial, and runs the test suite for each,
+hours on two cores; these 99 are bugs that matter to the study, each with the tests that should
+catch it, in about a quarter of an hour.
 They are bugs that matter to the study: the paper's math (squash, routing, margin and
 reconstruction losses, decoder), the data pipeline (IDX parsing, shifts, epoch streams), the
 training loop (lr, batches, resume), evaluation, the CUDA-graph set-up's snapshot, checkpoints,
@@ -20,6 +27,7 @@ the end, also on Ctrl-C. Before the mutants, the selected tests must pass on the
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import shutil
 import signal
@@ -55,276 +63,371 @@ GENERATED_EVAL = ["tests/test_cli.py::test_evaluate_multimnist_reproduces_the_te
 @dataclass(frozen=True)
 class Mutant:
     name: str
-    file: str      # relative to capslib/
+    where: str     # the qualified name of the definition that holds `old` (see the module doc)
     old: str
     new: str
     tests: list[str]
     why: str
 
 
+def definitions(root: Path) -> dict[str, list[tuple[Path, int, int]]]:
+    """Every top-level definition under root/capslib by qualified name (methods as Class.method,
+    module-level assignments by each name they bind): the file and its line span [start, end)."""
+    found: dict[str, list[tuple[Path, int, int]]] = {}
+    for path in sorted((root / "capslib").rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            named = []
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                named.append((node.name, node))
+                if isinstance(node, ast.ClassDef):
+                    named += [(f"{node.name}.{item.name}", item) for item in node.body
+                              if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))]
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                named += [(n.id, node) for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+            for name, item in named:
+                start = min([item.lineno] + [d.lineno for d in getattr(item, "decorator_list", [])]) - 1
+                found.setdefault(name, []).append((path, start, item.end_lineno))
+    return found
+
+
+def locate(mutant: Mutant, found: dict) -> tuple[Path, int, int] | str:
+    """Where `mutant` applies (file, line span), or why it cannot."""
+    places = found.get(mutant.where, [])
+    if len(places) != 1:
+        return f"{mutant.where} is defined {len(places)} times in capslib/"
+    path, start, end = places[0]
+    count = "".join(path.read_text().splitlines(keepends=True)[start:end]).count(mutant.old)
+    return places[0] if count == 1 else f"{mutant.old!r} occurs {count} times in {mutant.where}"
+
+
+def mutated(text: str, mutant: Mutant, start: int, end: int) -> str:
+    lines = text.splitlines(keepends=True)
+    segment = "".join(lines[start:end]).replace(mutant.old, mutant.new)
+    return "".join(lines[:start]) + segment + "".join(lines[end:])
+
+
 MUTANTS = [
     # --- the paper's math -------------------------------------------------------------------
-    Mutant("squash-unit-length", "model.py", "(1 + squared_norm) * torch.sqrt", "squared_norm * torch.sqrt", MODEL,
-           "squash returns s/‖s‖: every capsule has length 1"),
-    Mutant("squash-no-epsilon", "model.py", "eps: float = 1e-8", "eps: float = 0.0", MODEL,
-           "squash without epsilon: NaN gradient at s = 0"),
-    Mutant("routing-softmax-over-children", "model.py", "logits.softmax(dim=2)", "logits.softmax(dim=1)", MODEL,
-           "coupling coefficients normalised over the 1152 children instead of the 10 parents"),
-    Mutant("routing-logits-not-accumulated", "model.py", "logits = logits + (votes * v.unsqueeze(1)).sum(dim=-1)",
-           "logits = (votes * v.unsqueeze(1)).sum(dim=-1)", MODEL, "b_ij = û·v instead of b_ij += û·v"),
-    Mutant("routing-detaches-every-iteration", "model.py", "votes = u_hat if last else u_hat_early",
-           "votes = u_hat_early", MODEL, "detach_routing stops gradients in the last iteration too"),
-    Mutant("u-hat-one-matrix-per-parent", "model.py", 'torch.einsum("bik,ijdk->bijd", self.primary_capsules(images), self.W)',
-           'torch.einsum("bik,jdk->bijd", self.primary_capsules(images), self.W[0])', MODEL, "one W_j shared by all 1152 primary capsules"),
-    Mutant("primary-capsules-grouped-wrongly", "model.py", "u = features.permute(0, 2, 3, 1).float()",
-           "u = features.reshape(len(images), 6, 6, 256).float()", MODEL, "a capsule takes 8 positions of one channel, not 8 channels at one position"),
-    Mutant("margin-lambda-1", "losses.py", "M_POS, M_NEG, LAMBDA = 0.9, 0.1, 0.5",
-           "M_POS, M_NEG, LAMBDA = 0.9, 0.1, 1.0", MODEL + EPOCHS, "absent classes weighted 1 instead of λ = 0.5"),
-    Mutant("margin-official-extra-half", "losses.py", "return per_class.sum(dim=1).mean()",
-           "return 0.5 * per_class.sum(dim=1).mean()", MODEL, "the official code's extra 0.5 (the paper has none)"),
-    Mutant("margin-not-squared", "losses.py", "F.relu(m_pos - lengths) ** 2", "F.relu(m_pos - lengths)", MODEL,
-           "present-class term not squared"),
-    Mutant("reconstruction-loss-mean-pixel", "losses.py", "return (error * error).sum(dim=1).mean()",
-           "return (error * error).mean()", MODEL, "mean over pixels instead of the sum of squared errors"),
-    Mutant("reconstruction-weight-10x", "model.py", "RECONSTRUCTION_WEIGHT = 0.0005", "RECONSTRUCTION_WEIGHT = 0.005",
-           MODEL + EPOCHS, "reconstruction weight 0.005 instead of the paper's 0.0005"),
-    Mutant("decoder-unmasked", "model.py", "self.layers((capsules * mask.unsqueeze(-1)).flatten(1))",
-           "self.layers(capsules.flatten(1))", MODEL, "the decoder sees every class's capsule"),
-    Mutant("decoder-class-0-at-test", "model.py", "else predicted_classes(lengths, self.num_targets)",
-           "else torch.zeros_like(predicted_classes(lengths, self.num_targets))", MODEL + FIGURES, "at test time the decoder decodes class 0"),
-    Mutant("decoder-predicted-class-in-training", "model.py",
-           "classes = targets if targets is not None else predicted_classes(lengths, self.num_targets)",
-           "classes = predicted_classes(lengths, self.num_targets)",
-           MODEL, "in training the decoder decodes the predicted class, not the true one"),
-    Mutant("scores-squared-lengths", "model.py", "lengths = capsules.norm(dim=-1)",
-           "lengths = capsules.square().sum(dim=-1)", MODEL, "margin loss on squared lengths"),
+    Mutant('squash-unit-length', 'squash', '(1 + squared_norm) * torch.sqrt',
+           'squared_norm * torch.sqrt', MODEL,
+           'squash returns s/‖s‖: every capsule has length 1'),
+    Mutant('squash-no-epsilon', 'squash', 'eps: float = 1e-8',
+           'eps: float = 0.0', MODEL,
+           'squash without epsilon: NaN gradient at s = 0'),
+    Mutant('routing-softmax-over-children', 'dynamic_routing', 'logits.softmax(dim=2)',
+           'logits.softmax(dim=1)', MODEL,
+           'coupling coefficients normalised over the 1152 children instead of the 10 parents'),
+    Mutant('routing-logits-not-accumulated', 'dynamic_routing', 'logits = logits + (votes * v.unsqueeze(1)).sum(dim=-1)',
+           'logits = (votes * v.unsqueeze(1)).sum(dim=-1)', MODEL,
+           'b_ij = û·v instead of b_ij += û·v'),
+    Mutant('routing-detaches-every-iteration', 'dynamic_routing', 'votes = u_hat if last else u_hat_early',
+           'votes = u_hat_early', MODEL,
+           'detach_routing stops gradients in the last iteration too'),
+    Mutant('u-hat-one-matrix-per-parent', 'prediction_vectors', 'torch.einsum("bik,ijdk->bijd", u, W)',
+           'torch.einsum("bik,jdk->bijd", u, W[0])', MODEL,
+           'one W_j shared by all 1152 primary capsules'),
+    Mutant('primary-capsules-grouped-wrongly', 'CapsNet.primary_capsules', 'u = features.permute(0, 2, 3, 1).float()',
+           'u = features.reshape(len(images), 6, 6, 256).float()', MODEL,
+           'a capsule takes 8 positions of one channel, not 8 channels at one position'),
+    Mutant('margin-lambda-1', 'M_POS', 'M_POS, M_NEG, LAMBDA = 0.9, 0.1, 0.5',
+           'M_POS, M_NEG, LAMBDA = 0.9, 0.1, 1.0', MODEL + EPOCHS,
+           'absent classes weighted 1 instead of λ = 0.5'),
+    Mutant('margin-official-extra-half', 'margin_loss', 'return per_class.sum(dim=1).mean()',
+           'return 0.5 * per_class.sum(dim=1).mean()', MODEL,
+           "the official code's extra 0.5 (the paper has none)"),
+    Mutant('margin-not-squared', 'margin_loss', 'F.relu(m_pos - lengths) ** 2',
+           'F.relu(m_pos - lengths)', MODEL,
+           'present-class term not squared'),
+    Mutant('reconstruction-loss-mean-pixel', 'reconstruction_loss', 'return (error * error).sum(dim=1).mean()',
+           'return (error * error).mean()', MODEL,
+           'mean over pixels instead of the sum of squared errors'),
+    Mutant('reconstruction-weight-10x', 'RECONSTRUCTION_WEIGHT', 'RECONSTRUCTION_WEIGHT = 0.0005',
+           'RECONSTRUCTION_WEIGHT = 0.005', MODEL + EPOCHS,
+           "reconstruction weight 0.005 instead of the paper's 0.0005"),
+    Mutant('decoder-unmasked', 'Decoder.forward', 'self.layers((capsules * mask.unsqueeze(-1)).flatten(1))',
+           'self.layers(capsules.flatten(1))', MODEL,
+           "the decoder sees every class's capsule"),
+    Mutant('decoder-class-0-at-test', 'CapsNet.forward', 'else predicted_classes(lengths, self.num_targets)',
+           'else torch.zeros_like(predicted_classes(lengths, self.num_targets))', MODEL + FIGURES,
+           'at test time the decoder decodes class 0'),
+    Mutant('decoder-predicted-class-in-training', 'CapsNet.forward', 'classes = targets if targets is not None else predicted_classes(lengths, self.num_targets)',
+           'classes = predicted_classes(lengths, self.num_targets)', MODEL,
+           'in training the decoder decodes the predicted class, not the true one'),
+    Mutant('scores-squared-lengths', 'CapsNet.forward', 'lengths = capsules.norm(dim=-1)',
+           'lengths = capsules.square().sum(dim=-1)', MODEL,
+           'margin loss on squared lengths'),
     # --- the data pipeline ----------------------------------------------------------------
-    Mutant("idx-little-endian", "data.py", 'int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big")',
-           'int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "little")', DATA, "IDX dimensions read little-endian"),
-    Mutant("idx-trailing-bytes-accepted", "data.py", "if len(data) != expected:", "if len(data) < expected:", DATA,
-           "an IDX file longer than its header says is accepted"),
-    Mutant("md5-not-checked", "data.py", "if actual != expected_md5:", "if False:", DATA,
-           "the MD5 of the data files is never checked"),
-    Mutant("label-10-accepted", "data.py", "labels.max() >= NUM_CLASSES", "labels.max() > NUM_CLASSES", DATA,
-           "a label of 10 passes validation"),
-    Mutant("pixels-over-256", "data.py", ".float().div_(255)", ".float().div_(256)", DATA,
-           "pixels scaled to [0, 255/256]"),
-    Mutant("shift-range-one-short", "data.py", "torch.randint(0, 2 * max_shift + 1,", "torch.randint(0, 2 * max_shift,",
-           DATA, "shifts drawn from [-2, 1] instead of [-2, 2]"),
-    Mutant("shift-direction-flipped", "data.py", "rows = (pad - shifts[:, 0, None])",
-           "rows = (pad + shifts[:, 0, None])", DATA, "shift_images moves up when asked to move down"),
-    Mutant("default-shift-3 (bug 3)", "config.py", "max_shift: int = 2", "max_shift: int = 3", EPOCHS,
+    Mutant('idx-little-endian', 'parse_idx', 'int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big")',
+           'int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "little")', DATA,
+           'IDX dimensions read little-endian'),
+    Mutant('idx-trailing-bytes-accepted', 'parse_idx', 'if len(data) != expected:',
+           'if len(data) < expected:', DATA,
+           'an IDX file longer than its header says is accepted'),
+    Mutant('md5-not-checked', 'read_idx', 'if actual != expected_md5:',
+           'if False:', DATA,
+           'the MD5 of the data files is never checked'),
+    Mutant('label-10-accepted', '_check_labels', 'labels.max() >= NUM_CLASSES',
+           'labels.max() > NUM_CLASSES', DATA,
+           'a label of 10 passes validation'),
+    Mutant('pixels-over-256', 'to_tensors', '.float().div_(255)',
+           '.float().div_(256)', DATA,
+           'pixels scaled to [0, 255/256]'),
+    Mutant('shift-range-one-short', 'random_shift', 'torch.randint(0, 2 * max_shift + 1,',
+           'torch.randint(0, 2 * max_shift,', DATA,
+           'shifts drawn from [-2, 1] instead of [-2, 2]'),
+    Mutant('shift-direction-flipped', 'shift_images', 'rows = (pad - shifts[:, 0, None])',
+           'rows = (pad + shifts[:, 0, None])', DATA,
+           'shift_images moves up when asked to move down'),
+    Mutant('default-shift-3 (bug 3)', 'TrainConfig', 'max_shift: int = option(2,',
+           'max_shift: int = option(3,', EPOCHS,
            "the default shift range is 3 pixels, not the paper's 2"),
-    Mutant("epoch-labels-not-shuffled", "data.py", "max_shift, generator), labels[order]",
-           "max_shift, generator), labels", DATA + EPOCHS, "images shuffled, labels not: every label wrong"),
-    Mutant("epoch-stream-ignores-epoch", "data.py", "generator.manual_seed(seed * 1_000_003 + epoch)",
-           "generator.manual_seed(seed * 1_000_003)", DATA + EPOCHS, "every epoch draws the same order and shifts"),
-    Mutant("test-subset-from-train-subset", "data.py", "test_images[:test_subset], test_labels[:test_subset]",
-           "test_images[:train_subset], test_labels[:train_subset]", DATA, "--test-subset ignored"),
+    Mutant('epoch-labels-not-shuffled', 'epoch_data', 'max_shift, generator), labels[order]',
+           'max_shift, generator), labels', DATA + EPOCHS,
+           'images shuffled, labels not: every label wrong'),
+    Mutant('epoch-stream-ignores-epoch', 'epoch_generator', 'generator.manual_seed(seed * 1_000_003 + epoch)',
+           'generator.manual_seed(seed * 1_000_003)', DATA + EPOCHS,
+           'every epoch draws the same order and shifts'),
+    Mutant('test-subset-from-train-subset', 'load_dataset', 'test_images[:test_subset], test_labels[:test_subset]',
+           'test_images[:train_subset], test_labels[:train_subset]', DATA,
+           '--test-subset ignored'),
     # --- the training loop ----------------------------------------------------------------
-    Mutant("lr-never-set (bug 1)", "train.py", "lr = learning_rate(config, epoch, first_step)\n    set_lr(optimizer, lr)\n",
-           "lr = learning_rate(config, epoch, first_step)\n", EPOCHS,
-           "the lr is logged each epoch but never reaches the optimizer"),
-    Mutant("lr-schedule-off-by-one", "train.py", "exponent = epoch if config.lr_decay_steps",
-           "exponent = epoch + 1 if config.lr_decay_steps", SCHEDULE + EPOCHS, "the first epoch already decayed"),
-    Mutant("ragged-batch-kept (bug 2)", "train.py",
-           "steps, batch = len(images) // config.batch_size, config.batch_size",
-           "steps, batch = -(-len(images) // config.batch_size), config.batch_size", EPOCHS,
-           "the ragged last batch is trained on (a smaller batch; breaks the CUDA graph)"),
-    Mutant("training-unshifted", "generated.py", "epoch_data(images, labels, config.seed, epoch, config.max_shift,",
-           "epoch_data(images, labels, config.seed, epoch, 0,", EPOCHS, "no shift augmentation in training"),
-    Mutant("same-batches-every-epoch", "train.py", "epoch_examples(config, train_x, train_y, epoch)",
-           "epoch_examples(config, train_x, train_y, 0)", EPOCHS,
+    Mutant('lr-never-set (bug 1)', '_train_epoch', 'lr = learning_rate(config, epoch, first_step)\n    set_lr(optimizer, lr)\n',
+           'lr = learning_rate(config, epoch, first_step)\n', EPOCHS,
+           'the lr is logged each epoch but never reaches the optimizer'),
+    Mutant('lr-schedule-off-by-one', 'learning_rate', 'exponent = epoch if config.lr_decay_steps',
+           'exponent = epoch + 1 if config.lr_decay_steps', SCHEDULE + EPOCHS,
+           'the first epoch already decayed'),
+    Mutant('ragged-batch-kept (bug 2)', '_train_epoch', 'steps, batch = len(images) // config.batch_size, config.batch_size',
+           'steps, batch = -(-len(images) // config.batch_size), config.batch_size', EPOCHS,
+           'the ragged last batch is trained on (a smaller batch; breaks the CUDA graph)'),
+    Mutant('training-unshifted', 'epoch_examples', 'epoch_data(images, labels, config.seed, epoch, config.max_shift,',
+           'epoch_data(images, labels, config.seed, epoch, 0,', EPOCHS,
+           'no shift augmentation in training'),
+    Mutant('same-batches-every-epoch', '_train_epoch', 'epoch_examples(config, train_x, train_y, epoch)',
+           'epoch_examples(config, train_x, train_y, 0)', EPOCHS,
            "every epoch trains on epoch 0's order and shifts"),
-    Mutant("train-accuracy-over-all-images", "train.py", '"train_accuracy": correct / (steps * batch)',
+    Mutant('train-accuracy-over-all-images', '_train_epoch', '"train_accuracy": correct / (steps * batch)',
            '"train_accuracy": correct / len(images)', EPOCHS,
-           "train accuracy divided by the images of the epoch, dropped ones included"),
-    Mutant("gradients-accumulate", "speed.py",
-           "self.optimizer.zero_grad(set_to_none=True)\n        return self.compute(images, targets)",
-           "return self.compute(images, targets)", SPEED + RESUME, "gradients are never zeroed between steps"),
-    Mutant("resume-without-adam-state", "train.py", 'ckpt.load_optimizer_state(optimizer, saved["optimizer"])',
-           "ckpt.load_optimizer_state(optimizer, optimizer.state_dict())", RESUME,
-           "a resumed run starts with a fresh Adam"),
-    Mutant("resume-restarts-at-epoch-0", "train.py", "for epoch in range(start_epoch, config.epochs):",
-           "for epoch in range(config.epochs):", RESUME, "a resumed run trains its finished epochs again"),
-    Mutant("resume-ignores-a-changed-setup", "config.py",
-           "if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(requested, f.name)]",
-           "if False]", RESUME, "resuming with another routing or seed silently mixes two setups"),
-    Mutant("divergence-not-detected", "train.py",
-           'if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):', "if False:", DIVERGENCE,
-           "a NaN loss is checkpointed and training goes on"),
-    Mutant("checkpoint-without-adam-state", "checkpoint.py", "state.update(optimizer=optimizer.state_dict(),",
-           'state.update(optimizer={**optimizer.state_dict(), "state": {}},', RESUME, "checkpoints lose Adam's moments"),
+           'train accuracy divided by the images of the epoch, dropped ones included'),
+    Mutant('gradients-accumulate', 'TrainStep.__call__', 'self.optimizer.zero_grad(set_to_none=True)\n        return self.compute(images, targets)',
+           'return self.compute(images, targets)', SPEED + RESUME,
+           'gradients are never zeroed between steps'),
+    Mutant('resume-without-adam-state', '_train', 'ckpt.load_optimizer_state(optimizer, saved["optimizer"])',
+           'ckpt.load_optimizer_state(optimizer, optimizer.state_dict())', RESUME,
+           'a resumed run starts with a fresh Adam'),
+    Mutant('resume-restarts-at-epoch-0', '_train', 'for epoch in range(start_epoch, config.epochs):',
+           'for epoch in range(config.epochs):', RESUME,
+           'a resumed run trains its finished epochs again'),
+    Mutant('resume-ignores-a-changed-setup', 'resume_conflicts', 'if f.name not in ignored and getattr(saved, f.name) != getattr(requested, f.name)]',
+           'if False]', RESUME,
+           'resuming with another routing or seed silently mixes two setups'),
+    Mutant('divergence-not-detected', '_train', 'if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):',
+           'if False:', DIVERGENCE,
+           'a NaN loss is checkpointed and training goes on'),
+    Mutant('checkpoint-without-adam-state', 'save_checkpoint', 'state.update(optimizer=optimizer.state_dict(),',
+           'state.update(optimizer={**optimizer.state_dict(), "state": {}},', RESUME,
+           "checkpoints lose Adam's moments"),
     # --- the official recipe, the validation protocol, the locks -----------------------------
-    Mutant("official-margin-weight-paper", "losses.py", 'MARGIN_WEIGHTS = {"paper": 1.0, "official": 0.05}',
-           'MARGIN_WEIGHTS = {"paper": 1.0, "official": 0.5}', RECIPES, "the official loss scaling misread as × 0.5"),
-    Mutant("digit-bias-ignored", "model.py", "v = squash(s if bias is None else s + bias)", "v = squash(s)",
-           RECIPES, "the DigitCaps bias is learned but never used"),
-    Mutant("slim-without-division", "model.py", "u = u * self.primary_scale + self.primary_bias",
-           "u = u + self.primary_bias", RECIPES, "conv_slim_capsule's zero-logit softmax (÷ 32) left out"),
-    Mutant("official-init-untruncated", "model.py", "nn.init.trunc_normal_(self.W, std=0.1, a=-0.2, b=0.2)",
-           "nn.init.normal_(self.W, std=0.1)", RECIPES, "W drawn from an untruncated normal"),
-    Mutant("all-shifts-without-buffer", "data.py", "return torch.argsort(arrival + wait, stable=True)",
-           "return torch.randperm(records, generator=generator, device=generator.device)", RECIPES,
-           "the official stream fully shuffled instead of read through a 5,000-record buffer"),
-    Mutant("all-shifts-one-shift", "data.py", "image_index, shift_index = records // (side * side), records % (side * side)",
-           "image_index, shift_index = records // (side * side), records * 0", RECIPES,
-           "the official stream repeats one shift 25 times"),
-    Mutant("step-schedule-per-epoch", "train.py", "exponent = epoch if config.lr_decay_steps is None else step / config.lr_decay_steps",
-           "exponent = epoch", RECIPES, "--lr-decay-steps ignored: the official schedule decays per epoch"),
-    Mutant("schedule-without-floor", "train.py", "return max(config.lr * config.lr_decay ** exponent, config.min_lr)",
-           "return config.lr * config.lr_decay ** exponent", RECIPES, "the official floor of 1e-6 ignored"),
-    Mutant("validation-split-from-the-end", "data.py", "validation = (train_images[:validation_size], train_labels[:validation_size])",
-           "validation = (train_images[-validation_size:], train_labels[-validation_size:])", RECIPES,
-           "the validation images are the last, not the first (and overlap the training images)"),
-    Mutant("selection-earliest-of-ties", "runs.py", "lowest + 1e-9].iloc[-1]  # the latest of ties",
-           "lowest + 1e-9].iloc[0]  # the latest of ties", RECIPES, "ties broken by the earliest evaluation"),
-    Mutant("selection-on-test", "runs.py", "lowest = validated.validation_error.min()",
-           "lowest = validated.test_error.min()", RECIPES, "the 'selected on validation' error selected on the test set"),
-    Mutant("ablation-interval-normal", "tables.py", "half = (T_975[df - 1] if df <= len(T_975) else 1.96)",
-           "half = 1.96", RECIPES, "the 95% interval with the normal quantile for 4 degrees of freedom"),
-    Mutant("cli-default-not-configs", "cli.py", "given = {field: getattr(args, field) for _, field, _ in TRAINING_FLAGS if getattr(args, field) is not None}",
-           "given = {field: getattr(args, field) or 1 for _, field, _ in TRAINING_FLAGS}", RECIPES,
+    Mutant('official-margin-weight-paper', 'OFFICIAL_MARGIN_WEIGHT', 'OFFICIAL_MARGIN_WEIGHT = 0.05',
+           'OFFICIAL_MARGIN_WEIGHT = 0.5', RECIPES,
+           'the official loss scaling misread as × 0.5'),
+    Mutant('digit-bias-ignored', 'dynamic_routing', 'v = squash(s if bias is None else s + bias)',
+           'v = squash(s)', RECIPES,
+           'the DigitCaps bias is learned but never used'),
+    Mutant('slim-without-division', 'CapsNet.primary_capsules', 'u = u * self.primary_scale + self.primary_bias',
+           'u = u + self.primary_bias', RECIPES,
+           "conv_slim_capsule's zero-logit softmax (÷ 32) left out"),
+    Mutant('official-init-untruncated', 'CapsNet._official_init', 'nn.init.trunc_normal_(self.W, std=0.1, a=-0.2, b=0.2)',
+           'nn.init.normal_(self.W, std=0.1)', RECIPES,
+           'W drawn from an untruncated normal'),
+    Mutant('all-shifts-without-buffer', 'all_shifts_order', 'return torch.argsort(arrival + wait, stable=True)',
+           'return torch.randperm(records, generator=generator, device=generator.device)', RECIPES,
+           'the official stream fully shuffled instead of read through a 5,000-record buffer'),
+    Mutant('all-shifts-one-shift', 'epoch_data', 'image_index, shift_index = records // (side * side), records % (side * side)',
+           'image_index, shift_index = records // (side * side), records * 0', RECIPES,
+           'the official stream repeats one shift 25 times'),
+    Mutant('step-schedule-per-epoch', 'learning_rate', 'exponent = epoch if config.lr_decay_steps is None else step / config.lr_decay_steps',
+           'exponent = epoch', RECIPES,
+           '--lr-decay-steps ignored: the official schedule decays per epoch'),
+    Mutant('schedule-without-floor', 'learning_rate', 'return max(config.lr * config.lr_decay ** exponent, config.min_lr)',
+           'return config.lr * config.lr_decay ** exponent', RECIPES,
+           'the official floor of 1e-6 ignored'),
+    Mutant('validation-split-from-the-end', 'load_dataset', 'validation = (train_images[:validation_size], train_labels[:validation_size])',
+           'validation = (train_images[-validation_size:], train_labels[-validation_size:])', RECIPES,
+           'the validation images are the last, not the first (and overlap the training images)'),
+    Mutant('selection-earliest-of-ties', 'selection', 'lowest + 1e-9].iloc[-1]  # the latest of ties',
+           'lowest + 1e-9].iloc[0]  # the latest of ties', RECIPES,
+           'ties broken by the earliest evaluation'),
+    Mutant('selection-on-test', 'selection', 'lowest = validated.validation_error.min()',
+           'lowest = validated.test_error.min()', RECIPES,
+           "the 'selected on validation' error selected on the test set"),
+    Mutant('ablation-interval-normal', 'difference_interval', 'half = (T_975[df - 1] if df <= len(T_975) else 1.96)',
+           'half = 1.96', RECIPES,
+           'the 95% interval with the normal quantile for 4 degrees of freedom'),
+    Mutant('cli-default-not-configs', 'given_fields', 'if f.name != "recipe" and hasattr(args, f.name)}',
+           'if f.name != "recipe"}', RECIPES,
            "the command line's defaults drift from TrainConfig's"),
-    Mutant("gpu-lock-shared", "gpus.py", "fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)",
-           "fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)", LOCKS, "two runs can hold the same GPU"),
-    Mutant("run-folder-unlocked", "runs.py", "            locks.enter_context(_lock(folder, flag))\n",
-           "            pass\n", LOCKS, "two trainings can write into one run folder"),
+    Mutant('gpu-lock-shared', 'try_claim', 'fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)',
+           'fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)', LOCKS,
+           'two runs can hold the same GPU'),
+    Mutant('run-folder-unlocked', 'open_run_folder', '            locks.enter_context(_lock(folder, flag))\n',
+           '            pass\n', LOCKS,
+           'two trainings can write into one run folder'),
     # --- evaluation -----------------------------------------------------------------------
-    Mutant("eval-ragged-batch-weighted-by-batch-size (bug 5)", "evaluate.py", "for p in parts]) * len(x)",
-           "for p in parts]) * batch_size", EVALUATION + EPOCHS,
-           "the last, ragged evaluation batch weighted by the batch size instead of its length"),
-    Mutant("eval-argmin", "model.py", "return scores.argmax(dim=1) == targets",
-           "return scores.argmin(dim=1) == targets", EVALUATION, "predictions are the lowest scores"),
-    Mutant("eval-test-images-shifted", "generated.py", "return self.images[start:stop], self.labels[start:stop]",
-           "return self.images[start:stop].roll(1, dims=-1), self.labels[start:stop]", EPOCHS,
-           "the test images are shifted by a pixel at evaluation"),
-    Mutant("eval-in-training-mode", "evaluate.py", "    model.eval()\n    device = ", "    model.train()\n    device = ",
-           EVALUATION, "evaluation runs in training mode (dropout on, for the baseline CNN)"),
-    Mutant("eval-leaves-eval-mode", "evaluate.py", "* len(x)\n    finally:\n        model.train(was_training)",
-           "* len(x)\n    finally:\n        pass", EVALUATION, "training continues in eval mode after an evaluation"),
-    Mutant("confusion-matrix-transposed", "evaluate.py", "self.labels * num_classes + self.predictions",
-           "self.predictions * num_classes + self.labels", EVALUATION, "confusion matrix rows are predictions"),
+    Mutant('eval-ragged-batch-weighted-by-batch-size (bug 5)', 'evaluate_set', 'for p in parts]) * len(x)',
+           'for p in parts]) * batch_size', EVALUATION + EPOCHS,
+           'the last, ragged evaluation batch weighted by the batch size instead of its length'),
+    Mutant('eval-argmin', 'is_correct', 'return scores.argmax(dim=1) == targets',
+           'return scores.argmin(dim=1) == targets', EVALUATION,
+           'predictions are the lowest scores'),
+    Mutant('eval-test-images-shifted', 'TensorSet.batch', 'return self.images[start:stop], self.labels[start:stop]',
+           'return self.images[start:stop].roll(1, dims=-1), self.labels[start:stop]', EPOCHS,
+           'the test images are shifted by a pixel at evaluation'),
+    Mutant('eval-in-training-mode', 'evaluate_set', '    model.eval()\n    device = ',
+           '    model.train()\n    device = ', EVALUATION,
+           'evaluation runs in training mode (dropout on, for the baseline CNN)'),
+    Mutant('eval-leaves-eval-mode', 'evaluate_set', '* len(x)\n    finally:\n        model.train(was_training)',
+           '* len(x)\n    finally:\n        pass', EVALUATION,
+           'training continues in eval mode after an evaluation'),
+    Mutant('confusion-matrix-transposed', 'Evaluation.confusion_matrix', 'self.labels * num_classes + self.predictions',
+           'self.predictions * num_classes + self.labels', EVALUATION,
+           'confusion matrix rows are predictions'),
     # --- the generated test sets and capslib evaluate on them ---------------------------------
-    Mutant("multimnist-batch-pads-whole-set", "generated.py",
-           "a = shift_images(F.pad(images[base], (pad,) * 4), base_shift, pad)\n"
-           "    b = shift_images(F.pad(images[partner], (pad,) * 4), partner_shift, pad)",
-           "padded = F.pad(images, (pad,) * 4)\n    a = shift_images(padded[base], base_shift, pad)\n"
-           "    b = shift_images(padded[partner], partner_shift, pad)",
-           ["tests/test_generated.py::test_multimnist_batch_pads_only_its_own_digits"],
-           "every test batch pads all the test images, not only its own digits"),
-    Mutant("multimnist-test-set-redrawn", "generated.py", "for stream in range(5)]", "for stream in range(1, 6)]",
-           ["tests/test_generated.py::test_multimnist_test_set_is_the_one_defined"],
-           "the fixed MultiMNIST test pairs change (other hash streams)"),
-    Mutant("top2-rule-one-digit-enough", "model.py", "== targets.sort(dim=1).values).all(dim=1)",
-           "== targets.sort(dim=1).values).any(dim=1)",
-           ["tests/test_generated.py::test_top2_rule_on_hand_made_scores", GENERATED_EVAL[1]],
-           "a MultiMNIST pair counts as correct when one of its two digits is in place"),
-    Mutant("evaluate-ignores-test-pairs", "analysis.py", "config = dataclasses.replace(config, test_pairs=test_pairs).validate()",
-           "config = config.validate()", GENERATED_EVAL, "capslib evaluate --test-pairs N scores the run's own pairs"),
-    Mutant("evaluate-ignores-test-subset", "analysis.py", "subset = test_subset or config.test_subset",
-           "subset = config.test_subset", GENERATED_EVAL, "capslib evaluate --test-subset N scores the run's own subset"),
-    Mutant("evaluate-without-affine-set", "generated.py", 'if split == "test":\n        sets["affine"]',
+    Mutant('multimnist-batch-pads-whole-set', 'overlay', 'a = shift_images(F.pad(images[base], (pad,) * 4), base_shift, pad)\n    b = shift_images(F.pad(images[partner], (pad,) * 4), partner_shift, pad)',
+           'padded = F.pad(images, (pad,) * 4)\n    a = shift_images(padded[base], base_shift, pad)\n    b = shift_images(padded[partner], partner_shift, pad)', ['tests/test_generated.py::test_multimnist_batch_pads_only_its_own_digits'],
+           'every test batch pads all the test images, not only its own digits'),
+    Mutant('multimnist-test-set-redrawn', 'MultiMNISTSet.batch', 'for stream in range(5)]',
+           'for stream in range(1, 6)]', ['tests/test_generated.py::test_multimnist_test_set_is_the_one_defined'],
+           'the fixed MultiMNIST test pairs change (other hash streams)'),
+    Mutant('top2-rule-one-digit-enough', 'is_correct', '== targets.sort(dim=1).values).all(dim=1)',
+           '== targets.sort(dim=1).values).any(dim=1)', ['tests/test_generated.py::test_top2_rule_on_hand_made_scores', 'tests/test_cli.py::test_evaluate_multimnist_scores_test_pairs_of_the_first_test_subset_images'],
+           'a MultiMNIST pair counts as correct when one of its two digits is in place'),
+    Mutant('evaluate-ignores-test-pairs', 'score_checkpoint', 'config = dataclasses.replace(config, test_pairs=test_pairs).validate()',
+           'config = config.validate()', GENERATED_EVAL,
+           "capslib evaluate --test-pairs N scores the run's own pairs"),
+    Mutant('evaluate-ignores-test-subset', 'run_test_images', 'subset = test_subset or config.test_subset',
+           'subset = config.test_subset', GENERATED_EVAL,
+           "capslib evaluate --test-subset N scores the run's own subset"),
+    Mutant('evaluate-without-affine-set', 'split_sets', 'if split == "test":\n        sets["affine"]',
            'if split == "never":\n        sets["affine"]', GENERATED_EVAL,
-           "expanded MNIST is scored without its affNIST-style set"),
-    Mutant("multimnist-study-paper-pairs", "studies.py", "MULTIMNIST_TEST_PAIRS = 100", "MULTIMNIST_TEST_PAIRS = 1000",
-           ["tests/test_recipes.py::test_multimnist_study_scores_100_test_pairs_per_image_and_train_keeps_the_papers_1000"],
-           "the MultiMNIST study scores 10M test pairs, more than a time-limited job can"),
-    Mutant("multimnist-table-pairs-per-image", "tables.py",
-           'scored = {str(run.folder): run.info["test_images"] * run.config.test_pairs for run in runs}',
-           "scored = {str(run.folder): run.config.test_pairs for run in runs}",
-           ["tests/test_figures.py::test_multimnist_table_shows_the_test_pairs_each_run_scored"],
-           "the MultiMNIST table shows pairs per test image as the pairs scored"),
-    Mutant("resume-from-weights-only", "checkpoint.py",
-           'if not all(isinstance(checkpoint.get(key), dict) for key in ("optimizer", "rng")):', "if False:",
-           ["tests/test_cli.py::test_resume_from_a_weights_only_last_pt_is_one_line"],
-           "--resume from a best.pt copied over last.pt ends in a KeyError traceback"),
+           'expanded MNIST is scored without its affNIST-style set'),
+    Mutant('multimnist-study-paper-pairs', 'MULTIMNIST_TEST_PAIRS', 'MULTIMNIST_TEST_PAIRS = 100',
+           'MULTIMNIST_TEST_PAIRS = 1000', ['tests/test_recipes.py::test_multimnist_study_scores_100_test_pairs_per_image_and_train_keeps_the_papers_1000'],
+           'the MultiMNIST study scores 10M test pairs, more than a time-limited job can'),
+    Mutant('multimnist-table-pairs-per-image', 'multimnist_table', 'scored = {str(run.folder): run.info["test_images"] * run.config.test_pairs for run in runs}',
+           'scored = {str(run.folder): run.config.test_pairs for run in runs}', ['tests/test_figures.py::test_multimnist_table_shows_the_test_pairs_each_run_scored'],
+           'the MultiMNIST table shows pairs per test image as the pairs scored'),
+    Mutant('resume-from-weights-only', 'load_resumable', 'if not all(isinstance(checkpoint.get(key), dict) for key in ("optimizer", "rng")):',
+           'if False:', ['tests/test_cli.py::test_resume_from_a_weights_only_last_pt_is_one_line'],
+           '--resume from a best.pt copied over last.pt ends in a KeyError traceback'),
     # --- the CUDA-graph set-up (runs on the CPU too) and the training step -------------------
-    Mutant("restore-keeps-warm-up-adam-state (bug 4)", "speed.py",
-           "value.copy_(before[key]) if key in before else value.zero_()",
-           "value.copy_(before[key]) if key in before else None", SPEED,
+    Mutant('restore-keeps-warm-up-adam-state (bug 4)', '_restore', 'value.copy_(before[key]) if key in before else value.zero_()',
+           'value.copy_(before[key]) if key in before else None', SPEED,
            "the graph path starts training with the warm-up's Adam moments"),
-    Mutant("restore-keeps-warm-up-weights", "speed.py", "p.copy_(value)", "p.detach()", SPEED,
+    Mutant('restore-keeps-warm-up-weights', '_restore', 'p.copy_(value)',
+           'p.detach()', SPEED,
            "the graph path starts training from the warm-up's weights"),
-    Mutant("restore-replaces-weight-tensors", "speed.py", "p.copy_(value)", "p.data = value", SPEED,
-           "restored weights are new tensors: the captured graph updates the old ones"),
-    Mutant("snapshot-aliases-adam-state", "speed.py", "{k: v.clone() if torch.is_tensor(v) else v",
-           "{k: v if torch.is_tensor(v) else v", SPEED, "the snapshot of Adam's state is the live state"),
-    Mutant("set-lr-replaces-lr-tensor", "speed.py", 'group["lr"].fill_(lr)', 'group["lr"] = torch.tensor(lr)', SPEED,
-           "the captured graph keeps the initial lr"),
-    Mutant("train-step-counts-argmin", "speed.py", "correct = is_correct(output.scores, targets)",
-           "correct = is_correct(-output.scores, targets)", SPEED, "train accuracy counts the lowest scores"),
+    Mutant('restore-replaces-weight-tensors', '_restore', 'p.copy_(value)',
+           'p.data = value', SPEED,
+           'restored weights are new tensors: the captured graph updates the old ones'),
+    Mutant('snapshot-aliases-adam-state', '_snapshot', '{k: v.clone() if torch.is_tensor(v) else v',
+           '{k: v if torch.is_tensor(v) else v', SPEED,
+           "the snapshot of Adam's state is the live state"),
+    Mutant('set-lr-replaces-lr-tensor', 'set_lr', 'group["lr"].fill_(lr)',
+           'group["lr"] = torch.tensor(lr)', SPEED,
+           'the captured graph keeps the initial lr'),
+    Mutant('train-step-counts-argmin', 'step_statistics', 'correct = is_correct(output.scores, targets)',
+           'correct = is_correct(-output.scores, targets)', SPEED,
+           'train accuracy counts the lowest scores'),
     # --- figures ---------------------------------------------------------------------------
-    Mutant("reconstruction-panel-shows-input", "figures.py", "_pixels(pair[1], reconstructions[i])",
-           "_pixels(pair[1], images[i])", FIGURES, "the reconstruction panel shows the input again"),
-    Mutant("reconstruction-title-swapped", "figures.py",
-           'pair[0].set_title(f"{classes[labels[i]]} → {classes[predictions[i]]}"',
+    Mutant('reconstruction-panel-shows-input', 'reconstruction_figure', '_pixels(pair[1], reconstructions[i])',
+           '_pixels(pair[1], images[i])', FIGURES,
+           'the reconstruction panel shows the input again'),
+    Mutant('reconstruction-title-swapped', 'reconstruction_figure', 'pair[0].set_title(f"{classes[labels[i]]} → {classes[predictions[i]]}"',
            'pair[0].set_title(f"{classes[predictions[i]]} → {classes[labels[i]]}"', FIGURES,
-           "titles read prediction→label"),
-    Mutant("reconstruction-examples-swapped", "figures.py", "correct = np.flatnonzero(predictions == labels)",
-           "correct = np.flatnonzero(predictions != labels)", FIGURES, "the 'correct' rows show misclassified images"),
-    Mutant("perturb-dimension-0-only", "figures.py", "shifted[torch.arange(dims), :, torch.arange(dims)] += deltas",
-           "shifted[:, :, 0] += deltas", FIGURES, "every row perturbs dimension 0"),
-    Mutant("perturbation-examples-ignore-predictions", "figures.py", "hits = of_class[predictions[of_class] == c]",
-           "hits = of_class", FIGURES, "a misclassified image may be chosen when a correct one exists"),
-    Mutant("perturbation-of-class-0-capsule", "analysis.py", "perturb_capsule(run.model, capsules[i, c], c)",
-           "perturb_capsule(run.model, capsules[i, 0], c)", FIGURES, "perturbs the class-0 capsule of every image"),
-    Mutant("run-predictions-argmin", "analysis.py", "self.outputs[0].argmax(dim=1)", "self.outputs[0].argmin(dim=1)",
-           FIGURES, "a trained run's figures use the lowest score as its prediction"),
-    Mutant("accuracy-curve-of-training", "figures.py", 'epochs, errors = _aligned(group, "test_error")',
-           'epochs, errors = _aligned(group, "train_loss")', FIGURES, "the test-accuracy figure plots training accuracy"),
+           'titles read prediction→label'),
+    Mutant('reconstruction-examples-swapped', 'reconstruction_figure', 'correct = np.flatnonzero(predictions == labels)',
+           'correct = np.flatnonzero(predictions != labels)', FIGURES,
+           "the 'correct' rows show misclassified images"),
+    Mutant('perturb-dimension-0-only', 'perturb_capsule', 'shifted[torch.arange(dims), :, torch.arange(dims)] += deltas',
+           'shifted[:, :, 0] += deltas', FIGURES,
+           'every row perturbs dimension 0'),
+    Mutant('perturbation-examples-ignore-predictions', 'perturbation_examples', 'hits = of_class[predictions[of_class] == c]',
+           'hits = of_class', FIGURES,
+           'a misclassified image may be chosen when a correct one exists'),
+    Mutant('perturbation-of-class-0-capsule', 'perturbation_figure_of', 'perturb_capsule(run.model, capsules[i, c], c)',
+           'perturb_capsule(run.model, capsules[i, 0], c)', FIGURES,
+           'perturbs the class-0 capsule of every image'),
+    Mutant('run-predictions-argmin', 'TrainedRun.predictions', 'self.outputs[0].argmax(dim=1)',
+           'self.outputs[0].argmin(dim=1)', FIGURES,
+           "a trained run's figures use the lowest score as its prediction"),
+    Mutant('accuracy-curve-of-training', 'accuracy_figure', 'epochs, errors = _aligned(group, "test_error")',
+           'epochs, errors = _aligned(group, "train_loss")', FIGURES,
+           'the test-accuracy figure plots training accuracy'),
     # --- tables ------------------------------------------------------------------------------
-    Mutant("summary-population-std", "tables.py", "_round(group.final_test_error.std(ddof=1), digits)",
-           "_round(group.final_test_error.std(ddof=0), digits)", FIGURES, "std over seeds with ddof = 0"),
-    Mutant("final-error-is-best-epoch", "runs.py", 'return {"final_test_error": float(scored.test_error.iloc[-1]),',
+    Mutant('summary-population-std', 'summary_table', '_round(group.final_test_error.std(ddof=1), digits)',
+           '_round(group.final_test_error.std(ddof=0), digits)', FIGURES,
+           'std over seeds with ddof = 0'),
+    Mutant('final-error-is-best-epoch', 'selection', 'return {"final_test_error": float(scored.test_error.iloc[-1]),',
            'return {"final_test_error": float(scored.test_error.min()),', FIGURES + RECIPES,
            "the reported final error is the best epoch's (selected on the test set)"),
-    Mutant("gap-to-paper-from-best", "tables.py", "_round(group.final_test_error.mean() - paper[0], digits)",
-           "_round(group.best_test_error.mean() - paper[0], digits)", FIGURES, "the gap to the paper uses the best epochs"),
-    Mutant("tables-include-unfinished-runs", "tables.py",
-           'runs = [r for folder in folders for r in find_runs(folder, pattern) if r.info.get("status") == "complete"]',
-           "runs = [r for folder in folders for r in find_runs(folder, pattern)]", FIGURES, "runs still training are in the result tables"),
-    Mutant("paper-table1-misquoted", "tables.py", '"routing 3, reconstruction": (0.25, 0.005)',
-           '"routing 3, reconstruction": (0.29, 0.005)', FIGURES, "Table 1's 0.25% misquoted"),
-    Mutant("markdown-pipes-unescaped", "tables.py", '.replace("|", "\\\\|")  # one line', "  # one line", FIGURES,
+    Mutant('gap-to-paper-from-best', 'summary_table', '_round(group.final_test_error.mean() - reported[0], digits)',
+           '_round(group.best_test_error.mean() - reported[0], digits)', FIGURES,
+           'the gap to the paper uses the best epochs'),
+    Mutant('tables-include-unfinished-runs', 'write_result_tables', 'per_run = run_table([r for r in runs if r.info.get("status") == "complete"])',
+           'per_run = run_table(runs)', FIGURES,
+           'runs still training are in the result tables'),
+    Mutant('paper-table1-misquoted', 'TABLE1', '"routing 3, reconstruction": (0.25, 0.005)',
+           '"routing 3, reconstruction": (0.29, 0.005)', FIGURES,
+           "Table 1's 0.25% misquoted"),
+    Mutant('markdown-pipes-unescaped', 'markdown_table', '.replace("|", "\\\\|")  # one line',
+           '  # one line', FIGURES,
            "a '|' in a cell (a command's pipe) breaks the Markdown table"),
-    Mutant("best-run-highest-error", "runs.py", "return min(runs, key=lambda r: (r.history.test_error.iloc[-1]",
-           "return max(runs, key=lambda r: (r.history.test_error.iloc[-1]", FIGURES,
-           "the figures show the run with the highest final error"),
+    Mutant('best-run-highest-error', 'lowest_final_error', 'return min(runs, key=lambda r: (r.history.test_error.iloc[-1]',
+           'return max(runs, key=lambda r: (r.history.test_error.iloc[-1]', FIGURES,
+           'the figures show the run with the highest final error'),
     # --- the HTML reports and the lightened notebooks -----------------------------------------
-    Mutant("report-rendered-from-lightened-notebook", "reports.py", "if is_lightened(notebook):\n        if not target",
-           "if False:\n        if not target", REPORTS,
-           "make report renders a lightened notebook again: the committed report loses its figures"),
-    Mutant("lightening-keeps-svg", "reports.py", 'return mimetype.startswith("image/")',
-           'return mimetype == "image/png"', REPORTS, "an SVG (or JPEG) figure stays in the lightened notebook"),
-    Mutant("report-with-output-prompts", "reports.py", "exclude_output_prompt=hide)", "exclude_output_prompt=False)",
-           REPORTS, "the report without code is not the one nbconvert --no-input writes (Out[n] prompts)"),
+    Mutant('report-rendered-from-lightened-notebook', 'report', 'if is_lightened(notebook):\n        if not target',
+           'if False:\n        if not target', REPORTS,
+           'make report renders a lightened notebook again: the committed report loses its figures'),
+    Mutant('lightening-keeps-svg', 'is_image', 'return mimetype.startswith("image/")',
+           'return mimetype == "image/png"', REPORTS,
+           'an SVG (or JPEG) figure stays in the lightened notebook'),
+    Mutant('report-with-output-prompts', 'html', 'exclude_output_prompt=hide)',
+           'exclude_output_prompt=False)', REPORTS,
+           'the report without code is not the one nbconvert --no-input writes (Out[n] prompts)'),
     # --- sweeps of runs finished elsewhere, and the hypotheses beside the ablation -----------------
-    Mutant("finished-run-of-any-length", "studies.py",
-           'run.info.get("summary", {}).get("epochs_done") == config.epochs', "True", RECIPES,
-           "a run logged complete after fewer epochs counts as done when asked for more"),
-    Mutant("finished-run-of-any-setup", "studies.py", "and not resume_conflicts(run.config, config))", ")", RECIPES,
-           "logs of another setup (another lr, seed, recipe) count as this run, done"),
-    Mutant("sweep-retrains-finished-runs", "studies.py", "if finished is not None:", "if False:", RECIPES,
-           "a sweep tries to retrain runs whose logs came back without checkpoints, and fails on them"),
-    Mutant("full-sweep-on-a-cpu", "cli.py", 'if unfinished and args.profile == "full"', 'if False and args.profile == "full"',
-           RECIPES, "make on a laptop starts GPU-sized runs on the CPU without being asked"),
-    Mutant("comparison-against-previous-group", "tables.py", "base = per_run if base is None else base",
-           "base = per_run", RECIPES, "each group is compared with the one before it, not with the first"),
-    Mutant("precision-runs-not-fp32", "studies.py", 'table1_configs(seeds, **common, speed="fp32")',
-           "table1_configs(seeds, **common)", RECIPES, "the precision study repeats the bf16 runs"),
+    Mutant('finished-run-of-any-length', 'finished_run', 'run.info.get("summary", {}).get("epochs_done") == config.epochs',
+           'True', RECIPES,
+           'a run logged complete after fewer epochs counts as done when asked for more'),
+    Mutant('finished-run-of-any-setup', 'finished_run', 'and not resume_conflicts(run.config, config))',
+           ')', RECIPES,
+           'logs of another setup (another lr, seed, recipe) count as this run, done'),
+    Mutant('sweep-retrains-finished-runs', '_train_one', 'if finished is not None:',
+           'if False:', RECIPES,
+           'a sweep tries to retrain runs whose logs came back without checkpoints, and fails on them'),
+    Mutant('full-sweep-on-a-cpu', 'run_sweep', 'if unfinished and args.profile == "full"',
+           'if False and args.profile == "full"', RECIPES,
+           'make on a laptop starts GPU-sized runs on the CPU without being asked'),
+    Mutant('comparison-against-previous-group', 'comparison_table', 'base = per_run if base is None else base',
+           'base = per_run', RECIPES,
+           'each group is compared with the one before it, not with the first'),
+    Mutant('precision-runs-not-fp32', 'precision_configs', 'dataclasses.replace(c, speed="fp32")',
+           'c', RECIPES,
+           'the precision study repeats the bf16 runs'),
 ]
 
 
 def check(mutants: list[Mutant]) -> None:
-    """Every mutant's old text occurs exactly once in its file, and differs from its new text."""
+    """Every mutant's definition exists once, holds its old text once, and the new text differs."""
     names = [m.name for m in mutants]
     stale = [n for n in names if names.count(n) > 1]
+    found = definitions(REPO)
     for mutant in mutants:
-        text = (REPO / "capslib" / mutant.file).read_text()
-        count = text.count(mutant.old)
-        if count != 1:
-            stale.append(f"{mutant.name}: {mutant.old!r} occurs {count} times in capslib/{mutant.file}")
+        place = locate(mutant, found)
+        if isinstance(place, str):
+            stale.append(f"{mutant.name}: {place}")
         elif mutant.old == mutant.new:
             stale.append(f"{mutant.name}: old and new are the same")
     if stale:
@@ -384,8 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     mutants = [m for m in MUTANTS if not args.keywords or any(k in m.name for k in args.keywords)]
     check(MUTANTS)
     if args.list:
+        found = definitions(REPO)
         for m in mutants:
-            print(f"{m.name:50} capslib/{m.file:14} {m.why}")
+            path = found[m.where][0][0].relative_to(REPO)
+            print(f"{m.name:50} {m.where:28} {str(path):28} {m.why}")
         return 0
     if not mutants:
         sys.exit(f"mutation: no mutant name contains any of {args.keywords}")
@@ -406,12 +511,13 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"mutation: the tests fail without any mutant ({outcome} {test}); fix them first")
         print(f"baseline passed ({time.perf_counter() - started:.0f} s)", flush=True)
 
+        found = definitions(tree)
         for number, mutant in enumerate(mutants, 1):
-            path = tree / "capslib" / mutant.file
+            path, start, end = locate(mutant, found)
             original = path.read_text()
             tic = time.perf_counter()
             try:
-                path.write_text(original.replace(mutant.old, mutant.new))
+                path.write_text(mutated(original, mutant, start, end))
                 outcome, test = pytest(tree, mutant.tests, args.timeout, not args.all_failures)
             finally:
                 path.write_text(original)
@@ -427,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     minutes = (time.perf_counter() - started) / 60
     print(f"\nmutation score: {killed}/{len(mutants)} killed ({score:.1f}%) in {minutes:.1f} min")
     for mutant in survivors:
-        print(f"  survived: {mutant.name} (capslib/{mutant.file}): {mutant.why}")
+        print(f"  survived: {mutant.name} ({mutant.where}): {mutant.why}")
     return 0 if score >= args.min_score else 1
 
 

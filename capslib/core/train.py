@@ -1,0 +1,217 @@
+"""The training loop: Adam with the recipe's lr schedule and augmentation, an evaluation of the
+validation split (if any) and the test set every `eval_every` epochs, one metrics row per evaluation,
+checkpoints. `train(config)` is all a notebook or the CLI calls."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from .checkpoint import model_for
+from .config import TrainConfig, resume_conflicts
+from .data import load_dataset, to_tensors
+from .datasets import dataset_info
+from .errors import CapslibError, RunFolderError, TrainingDiverged
+from .evaluate import evaluate_set
+from .generated import epoch_examples, example_shape, scored_sets
+from .gpus import claim_device
+from .layout import BEST, LAST, METRICS, placed
+from .model import count_parameters
+from .provenance import provenance
+from .runs import Run, check_logs_belong_to, finish_run, open_run_folder, read_run, selection, write_metrics, write_run_info
+from .speed import (configure_backends, make_optimizer, make_train_step, prepare_images, prepare_model,
+                    resolve_speed, set_lr)
+
+# last.pt is rewritten at the first evaluation, then at most once a minute and after the last epoch:
+# a checkpoint is ~100 MB (weights and Adam's moments), and a killed run loses at most a minute.
+CHECKPOINT_SECONDS = 60.0
+
+
+def learning_rate(config: TrainConfig, epoch: int, step: int = 0) -> float:
+    """The lr of global step `step` in `epoch` (both counted from 0): lr · decay^epoch (the seed
+    study's 0.001 · 0.95^epoch), or with lr_decay_steps lr · decay^(step / lr_decay_steps) (the
+    official code's smooth 0.96 per 2,000 steps); never below min_lr."""
+    exponent = epoch if config.lr_decay_steps is None else step / config.lr_decay_steps
+    return max(config.lr * config.lr_decay ** exponent, config.min_lr)
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = False, log=print,
+          deadline: float | None = None) -> Run:
+    """Train (or, with `resume`, continue) the run that `config` describes; return it, read back.
+
+    With a `deadline` (a time.time() value), the run stops at the first evaluation after it, saves
+    its checkpoint and is left 'stopped', to be resumed later: for time-limited jobs."""
+    config = placed(config).validate()  # without folders: runs/<run name> (layout.py)
+    ckpt_dir, log_dir = Path(config.ckpt_dir), config.log_dir
+    with open_run_folder(ckpt_dir, log_dir, resume) as resume_from:
+        saved = ckpt.load_resumable(resume_from) if resume_from else None
+        if saved is not None:
+            check_logs_belong_to(log_dir, TrainConfig.from_dict(saved["config"]), resume_from)
+            conflicts = resume_conflicts(TrainConfig.from_dict(saved["config"]), config)
+            if conflicts:
+                raise RunFolderError(f"{resume_from}: cannot resume with a different setup ({'; '.join(conflicts)})")
+            if saved["epoch"] >= config.epochs:
+                log(f"{ckpt_dir}: already trained for {saved['epoch']} epochs")
+                info = _earlier_info(log_dir, saved)
+                if info.get("status") == "complete" and (log_dir / METRICS).is_file():
+                    return read_run(log_dir)
+                # killed between its last checkpoint and its final logs: finish them from the checkpoint
+                return finish_run(log_dir, info, saved["history"], "complete")
+        return _train(config, saved, progress, log, deadline)
+
+
+def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadline: float | None) -> Run:
+    ckpt_dir, log_dir = Path(config.ckpt_dir), config.log_dir
+    data = load_dataset(config.dataset, config.data_root, config.verify_checksums,
+                        config.train_subset, config.test_subset, config.validation_size)
+    if len(data.train_images) < config.batch_size:
+        raise CapslibError(f"batch_size {config.batch_size} exceeds the {len(data.train_images)} training images")
+    device = claim_device(config.device, log)  # a GPU no other run of the study is using
+    path = resolve_speed(config.speed, device)
+
+    started = time.perf_counter()
+    configure_backends(path)
+    torch.manual_seed(config.seed)  # the same initial weights on every device
+    model = prepare_model(model_for(config).to(device), path)
+    optimizer = make_optimizer(model, path, config.lr, device)
+    history, start_epoch = [], 0
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        ckpt.load_optimizer_state(optimizer, saved["optimizer"])
+        ckpt.set_rng_states(saved["rng"])
+        history, start_epoch = saved["history"], saved["epoch"]
+        log(f"resuming {ckpt_dir} after epoch {start_epoch}")
+
+    # A run may span several processes (resumed on other machines): each adds one session record.
+    sessions = _earlier_info(log_dir, saved).get("sessions", []) if saved is not None else []
+    info = {"config": config.to_dict(), "variant": config.variant(), "parameters": count_parameters(model),
+            "speed_path": path.name, "train_images": len(data.train_images), "test_images": len(data.test_images),
+            "validation_images": config.validation_size,
+            "sessions": sessions + [{**provenance(device), "start_epoch": start_epoch}], "status": "running"}
+    write_run_info(log_dir, info)
+    train_x, train_y = to_tensors(data.train_images, data.train_labels, device)
+    scored = scored_sets(config, data, device)  # generated on the device for multimnist and mnist-expanded
+    shape = example_shape(config)
+    step = make_train_step(model, optimizer, path, device, config.batch_size, shape,
+                           dataset_info(config.dataset).targets)
+    info["setup_seconds"] = round(time.perf_counter() - started, 2)
+    log(f"{config.model} ({config.variant()}) on {config.dataset} ({len(train_x)} train / "
+        f"{len(scored['validation']) if 'validation' in scored else 0} validation / {len(scored['test'])} test examples), "
+        f"{info['parameters']:,} parameters, {info['sessions'][-1]['device']}, speed path {path.name}")
+
+    wall_before = history[-1]["wall_seconds"] if history else 0.0
+    saved_at, saved_epoch = None, start_epoch
+    writer = SummaryWriter(log_dir=str(log_dir), purge_step=start_epoch + 1)
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            row = _train_epoch(step, optimizer, config, path, epoch, train_x, train_y, progress)
+            done = epoch + 1
+            if done % config.eval_every and done != config.epochs:
+                continue
+            row.update(_evaluate(model, scored, config, path))
+            row["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
+            if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):
+                write_run_info(log_dir, {**info, "status": "diverged"})
+                kept = f"the last good checkpoint ({ckpt_dir / LAST}, epoch {saved_epoch}) is kept" \
+                    if (ckpt_dir / LAST).is_file() else "no checkpoint had been written yet"
+                raise TrainingDiverged(f"epoch {done}: loss is {row['train_loss']} (train) / {row['test_loss']} "
+                                       f"(test); training stopped, {kept}")
+            history.append(row)
+            if _is_best(history):
+                ckpt.save_checkpoint(ckpt_dir / BEST, model, None, done, config, history, info["sessions"])
+            out_of_time = deadline is not None and time.time() >= deadline
+            if saved_at is None or time.monotonic() - saved_at >= CHECKPOINT_SECONDS or done == config.epochs \
+                    or out_of_time:
+                ckpt.save_checkpoint(ckpt_dir / LAST, model, optimizer, done, config, history, info["sessions"])
+                write_metrics(log_dir, history)  # the CSV never runs ahead of the checkpoint
+                saved_at, saved_epoch = time.monotonic(), done
+            _log_scalars(writer, row)
+            log(_epoch_line(row, config.epochs))
+            if out_of_time and done < config.epochs:
+                log(f"time limit reached after epoch {done}: checkpoint saved; resume to continue")
+                return finish_run(log_dir, info, history, "stopped")
+    finally:
+        writer.close()
+    return finish_run(log_dir, info, history, "complete")
+
+
+def _train_epoch(step, optimizer, config, path, epoch, train_x, train_y, progress) -> dict:
+    images, labels = epoch_examples(config, train_x, train_y, epoch)
+    images = prepare_images(images, path)
+    steps, batch = len(images) // config.batch_size, config.batch_size  # the ragged last batch is dropped
+    first_step = epoch * steps
+    per_step = config.lr_decay_steps is not None
+    lr = learning_rate(config, epoch, first_step)
+    set_lr(optimizer, lr)
+    totals = torch.zeros(4, device=images.device)
+    tic = time.perf_counter()
+    for i in tqdm(range(steps), desc=f"epoch {epoch + 1}", leave=False, mininterval=1.0, disable=not progress):
+        if per_step and i:
+            set_lr(optimizer, learning_rate(config, epoch, first_step + i))
+        totals += step(images[i * batch:(i + 1) * batch], labels[i * batch:(i + 1) * batch])
+    loss, margin, recon, correct = totals.tolist()  # the epoch's only host sync
+    seconds = time.perf_counter() - tic
+    has_recon = config.model == "capsnet" and config.reconstruction
+    return {
+        "epoch": epoch + 1, "step": first_step + steps, "lr": lr,
+        "train_loss": loss / steps,
+        "train_margin_loss": margin / steps if config.model == "capsnet" else None,
+        "train_reconstruction_loss": recon / steps if has_recon else None,
+        "train_accuracy": correct / (steps * batch),
+        "epoch_seconds": round(seconds, 3), "train_images_per_second": round(steps * batch / seconds, 1),
+    }
+
+
+def _evaluate(model, scored: dict, config: TrainConfig, path) -> dict:
+    """The validation, test (and affine) columns of a metrics row; None for a set the run lacks."""
+    row = {f"{split}_{k}": None for split in ("validation", "test") for k in ("loss", "accuracy", "error")}
+    row.update(affine_accuracy=None, affine_error=None)
+    for split, examples in scored.items():
+        result = evaluate_set(model, examples, config.eval_batch_size, path)
+        row.update({f"{split}_accuracy": result.accuracy, f"{split}_error": result.error_percent})
+        if split != "affine":  # the affine set is scored for accuracy alone
+            row[f"{split}_loss"] = result.loss
+        if split == "test":
+            row.update(test_margin_loss=result.margin_loss, test_reconstruction_loss=result.reconstruction_loss)
+    return row
+
+
+def _is_best(history: list[dict]) -> bool:
+    """Whether the newest evaluation is the one best.pt should hold: the run's selected checkpoint
+    (lowest validation error, the latest of ties) or, without a validation split, the highest test
+    accuracy so far (selected on the test set: for figures, never for reported errors)."""
+    chosen = selection(pd.DataFrame(history))
+    epoch = chosen["selected_epoch"] if chosen["selected_epoch"] is not None else chosen["best_epoch"]
+    return epoch == history[-1]["epoch"]
+
+
+def _log_scalars(writer: SummaryWriter, row: dict) -> None:
+    for key, value in row.items():
+        if key != "epoch" and value is not None:
+            split, _, name = key.partition("_")
+            writer.add_scalar(f"{split}/{name}" if split in ("train", "test", "validation") else key, value, row["epoch"])
+    writer.flush()
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    validation = f"val acc {row['validation_accuracy']:.2%}  " if row.get("validation_accuracy") is not None else ""
+    affine = f"affine acc {row['affine_accuracy']:.2%}  " if row.get("affine_accuracy") is not None else ""
+    return (f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.2e}  train loss {row['train_loss']:.4f}  "
+            f"train acc {row['train_accuracy']:.2%}  {validation}test acc {row['test_accuracy']:.2%}  {affine}"
+            f"({row['epoch_seconds']:.1f} s, {row['train_images_per_second']:,.0f} img/s)")
+
+
+def _earlier_info(log_dir: Path, saved: dict) -> dict:
+    """The run.json of the run being resumed, or one rebuilt from its checkpoint."""
+    try:
+        return read_run(log_dir).info
+    except CapslibError:
+        return {"config": saved["config"], "variant": TrainConfig.from_dict(saved["config"]).variant(),
+                "sessions": saved.get("sessions", [])}
