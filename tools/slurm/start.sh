@@ -7,7 +7,7 @@
 # Usage: tools/slurm/start.sh STATE_DIR      then: . STATE_DIR/slurm.env; sbatch ...; tools/slurm/stop.sh STATE_DIR
 # Environment (optional): SLURM_TEST_CTLD_PORT (6817), SLURM_TEST_SLURMD_PORT (6818), SLURM_TEST_TIMEOUT (60 s
 # to wait for the idle node), SLURM_TEST_CRED_EXPIRE (10 s: how long a requeued job waits before it can start),
-# SLURM_TEST_MIN_JOB_AGE (60 s a finished job stays visible in squeue), SLURM_TEST_GRACE (30 s preemption grace)
+# SLURM_TEST_GPUS (2 fake GPUs: gres gpu without devices; 0: none), SLURM_TEST_MIN_JOB_AGE (300 s a finished job stays visible in squeue, the only record without accounting), SLURM_TEST_GRACE (30 s preemption grace)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/_common.sh"
@@ -80,14 +80,27 @@ if ! start_munged; then
 fi
 printf '%s\n' "$MUNGE_DIR" >"$STATE/munge.dir"
 
+gpus=${SLURM_TEST_GPUS:-2}
+node_gres=""; [ "$gpus" -gt 0 ] && node_gres="Gres=gpu:$gpus"
 sed -e "s|@STATE@|$STATE|g" -e "s|@NODE@|$node|g" -e "s|@CPUS@|$cpus|g" -e "s|@MEM_MB@|$mem_mb|g" \
     -e "s|@CTLD_PORT@|$ctld_port|g" -e "s|@SLURMD_PORT@|$slurmd_port|g" \
     -e "s|$STATE/munge/|$MUNGE_DIR/|g" \
-    -e "s|@CRED_EXPIRE@|${SLURM_TEST_CRED_EXPIRE:-10}|g" -e "s|@MIN_JOB_AGE@|${SLURM_TEST_MIN_JOB_AGE:-60}|g" \
-    -e "s|@GRACE@|${SLURM_TEST_GRACE:-30}|g" \
+    -e "s|@CRED_EXPIRE@|${SLURM_TEST_CRED_EXPIRE:-10}|g" -e "s|@MIN_JOB_AGE@|${SLURM_TEST_MIN_JOB_AGE:-300}|g" \
+    -e "s|@GRACE@|${SLURM_TEST_GRACE:-30}|g" -e "s|@NODE_GRES@|$node_gres|g" \
     "$here/slurm.conf.in" >"$CONF.tmp"
 grep -q '@[A-Z_]*@' "$CONF.tmp" && die "unfilled @NAME@ left in $CONF.tmp"
 mv "$CONF.tmp" "$CONF"
+# fake GPUs: slurmd drops GPUs without device files, so each is a copy of /dev/null's device under STATE/dev
+# (a plain file where mknod is not allowed: slurmd then logs "not a valid character or block device", and works)
+printf 'AutoDetect=off\n' >"$STATE/gres.conf"
+if [ "$gpus" -gt 0 ]; then
+    rm -rf "$STATE/dev"; mkdir -p "$STATE/dev"
+    for ((g = 0; g < gpus; g++)); do
+        mknod "$STATE/dev/fakegpu$g" c 1 3 2>/dev/null || : >"$STATE/dev/fakegpu$g"
+    done
+    files="$STATE/dev/fakegpu0"; [ "$gpus" -eq 1 ] || files="$STATE/dev/fakegpu[0-$((gpus - 1))]"
+    printf 'Name=gpu File=%s\n' "$files" >>"$STATE/gres.conf"
+fi
 export SLURM_CONF="$CONF"
 printf 'export SLURM_CONF=%s\n' "$CONF" >"$ENV_FILE"
 
