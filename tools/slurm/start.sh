@@ -6,7 +6,7 @@
 # Prints `export SLURM_CONF=...` as its last line and writes it to STATE_DIR/slurm.env.
 # Usage: tools/slurm/start.sh STATE_DIR      then: . STATE_DIR/slurm.env; sbatch ...; tools/slurm/stop.sh STATE_DIR
 # Environment (optional): SLURM_TEST_CTLD_PORT (6817), SLURM_TEST_SLURMD_PORT (6818), SLURM_TEST_TIMEOUT (60 s
-# to wait for the idle node), SLURM_TEST_CRED_EXPIRE (10 s: how long a requeued job waits before it can start),
+# to wait for the idle node), SLURM_TEST_CRED_EXPIRE (5 s, the least Slurm takes: how long a requeued job waits before it can start again),
 # SLURM_TEST_GPUS (2 fake GPUs: gres gpu without devices; 0: none), SLURM_TEST_MIN_JOB_AGE (300 s a finished job stays visible in squeue, the only record without accounting), SLURM_TEST_GRACE (30 s preemption grace)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -80,12 +80,13 @@ if ! start_munged; then
 fi
 printf '%s\n' "$MUNGE_DIR" >"$STATE/munge.dir"
 
+[ "${SLURM_TEST_CRED_EXPIRE:-5}" -ge 5 ] || die "SLURM_TEST_CRED_EXPIRE must be >= 5 (Slurm ignores smaller values and waits 120 s)"
 gpus=${SLURM_TEST_GPUS:-2}
 node_gres=""; [ "$gpus" -gt 0 ] && node_gres="Gres=gpu:$gpus"
 sed -e "s|@STATE@|$STATE|g" -e "s|@NODE@|$node|g" -e "s|@CPUS@|$cpus|g" -e "s|@MEM_MB@|$mem_mb|g" \
     -e "s|@CTLD_PORT@|$ctld_port|g" -e "s|@SLURMD_PORT@|$slurmd_port|g" \
     -e "s|$STATE/munge/|$MUNGE_DIR/|g" \
-    -e "s|@CRED_EXPIRE@|${SLURM_TEST_CRED_EXPIRE:-10}|g" -e "s|@MIN_JOB_AGE@|${SLURM_TEST_MIN_JOB_AGE:-300}|g" \
+    -e "s|@CRED_EXPIRE@|${SLURM_TEST_CRED_EXPIRE:-5}|g" -e "s|@MIN_JOB_AGE@|${SLURM_TEST_MIN_JOB_AGE:-300}|g" \
     -e "s|@GRACE@|${SLURM_TEST_GRACE:-30}|g" -e "s|@NODE_GRES@|$node_gres|g" \
     "$here/slurm.conf.in" >"$CONF.tmp"
 grep -q '@[A-Z_]*@' "$CONF.tmp" && die "unfilled @NAME@ left in $CONF.tmp"
