@@ -1,5 +1,5 @@
 # Sourced by start.sh and stop.sh. Sets the paths of a state directory and defines helpers.
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the paths are used by the scripts that source this
 slurm_state_paths() {
     [ -n "${1:-}" ] || { echo "usage: $0 STATE_DIR" >&2; exit 2; }
     mkdir -p "$1"

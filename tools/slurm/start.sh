@@ -50,7 +50,7 @@ for cg in /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes;
 done
 mem_mb=$((mem_mb * 9 / 10))
 
-if [ "${SLURM_TEST_KEEP_STATE:-0}" != 1 ]; then rm -rf "$STATE/ctld" "$STATE/slurmd"; fi
+if [ "${SLURM_TEST_KEEP_STATE:-0}" != 1 ]; then rm -rf "${STATE:?}/ctld" "${STATE:?}/slurmd"; fi
 mkdir -p "$STATE/ctld" "$STATE/slurmd" "$STATE/run" "$STATE/log"
 chmod 755 "$STATE/ctld" "$STATE/slurmd" "$STATE/run" "$STATE/log"
 
@@ -95,7 +95,7 @@ mv "$CONF.tmp" "$CONF"
 # (a plain file where mknod is not allowed: slurmd then logs "not a valid character or block device", and works)
 printf 'AutoDetect=off\n' >"$STATE/gres.conf"
 if [ "$gpus" -gt 0 ]; then
-    rm -rf "$STATE/dev"; mkdir -p "$STATE/dev"
+    rm -rf "${STATE:?}/dev"; mkdir -p "$STATE/dev"
     for ((g = 0; g < gpus; g++)); do
         mknod "$STATE/dev/fakegpu$g" c 1 3 2>/dev/null || : >"$STATE/dev/fakegpu$g"
     done

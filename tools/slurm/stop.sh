@@ -13,6 +13,7 @@ slurmd=$(_live_pid "$STATE/run/slurmd.pid" slurmd)
 # 1. cancel the jobs while slurmctld still answers (quick: KillWait is short)
 if [ -f "$CONF" ] && [ -n "$ctld" ]; then
     if SLURM_CONF="$CONF" timeout 10 squeue -h -o %i 2>/dev/null | grep -q .; then
+        # shellcheck disable=SC2046  # one word per job id
         SLURM_CONF="$CONF" timeout 10 scancel --full --quiet \
             $(SLURM_CONF="$CONF" timeout 10 squeue -h -o %i 2>/dev/null) 2>/dev/null || true
         for _ in $(seq 1 30); do
