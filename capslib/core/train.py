@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -43,11 +44,17 @@ def learning_rate(config: TrainConfig, epoch: int, step: int = 0) -> float:
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = False, log=print,
-          deadline: float | None = None) -> Run:
+          deadline: float | None = None, stop: Callable[[], bool] | None = None) -> Run:
     """Train (or, with `resume`, continue) the run that `config` describes; return it, read back.
 
     With a `deadline` (a time.time() value), the run stops at the first evaluation after it, saves
-    its checkpoint and is left 'stopped', to be resumed later: for time-limited jobs."""
+    its checkpoint and is left 'stopped', to be resumed later: for time-limited jobs.
+
+    `stop` is asked after every epoch: once it returns True the run saves its checkpoint and stops
+    ('stopped') without waiting for the next evaluation. A scheduler's warning (Slurm's USR2 before a
+    time limit or a preemption) gives seconds to minutes, and evaluations can be 50 epochs apart
+    (MultiMNIST): stopping at the epoch in progress loses nothing, where a kill would lose the work
+    since the last checkpoint."""
     config = placed(config).validate()  # without folders: runs/<run name> (layout.py)
     ckpt_dir, log_dir = Path(config.ckpt_dir), config.log_dir
     with open_run_folder(ckpt_dir, log_dir, resume) as resume_from:
@@ -64,10 +71,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = False, log
                     return read_run(log_dir)
                 # killed between its last checkpoint and its final logs: finish them from the checkpoint
                 return finish_run(log_dir, info, saved["history"], "complete")
-        return _train(config, saved, progress, log, deadline)
+        return _train(config, saved, progress, log, deadline, stop)
 
 
-def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadline: float | None) -> Run:
+def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadline: float | None,
+           stop: Callable[[], bool] | None) -> Run:
     ckpt_dir, log_dir = Path(config.ckpt_dir), config.log_dir
     data = load_dataset(config.dataset, config.data_root, config.verify_checksums,
                         config.train_subset, config.test_subset, config.validation_size)
@@ -114,7 +122,17 @@ def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadlin
             row = _train_epoch(step, optimizer, config, path, epoch, train_x, train_y, progress)
             done = epoch + 1
             if done % config.eval_every and done != config.epochs:
-                continue
+                # asked to stop between evaluations: a checkpoint of this epoch, from which a resumed run
+                # continues as if never stopped; metrics.csv keeps its rows (evaluations only). An epoch
+                # whose loss is not finite is left to the next evaluation, which reports the divergence
+                # and keeps the last good checkpoint. (wall_seconds, kept with the evaluations, leaves out
+                # the time of the epochs after the last one.)
+                if not (stop is not None and stop() and math.isfinite(row["train_loss"])):
+                    continue
+                ckpt.save_checkpoint(ckpt_dir / LAST, model, optimizer, done, config, history, info["sessions"])
+                write_metrics(log_dir, history)
+                log(f"asked to stop after epoch {done}: checkpoint saved; resume to continue")
+                return finish_run(log_dir, info, history, "stopped")
             row.update(_evaluate(model, scored, config, path))
             row["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
             if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):
@@ -126,16 +144,18 @@ def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadlin
             history.append(row)
             if _is_best(history):
                 ckpt.save_checkpoint(ckpt_dir / BEST, model, None, done, config, history, info["sessions"])
+            asked = stop is not None and stop()
             out_of_time = deadline is not None and time.time() >= deadline
             if saved_at is None or time.monotonic() - saved_at >= CHECKPOINT_SECONDS or done == config.epochs \
-                    or out_of_time:
+                    or out_of_time or asked:
                 ckpt.save_checkpoint(ckpt_dir / LAST, model, optimizer, done, config, history, info["sessions"])
                 write_metrics(log_dir, history)  # the CSV never runs ahead of the checkpoint
                 saved_at, saved_epoch = time.monotonic(), done
             _log_scalars(writer, row)
             log(_epoch_line(row, config.epochs))
-            if out_of_time and done < config.epochs:
-                log(f"time limit reached after epoch {done}: checkpoint saved; resume to continue")
+            if (out_of_time or asked) and done < config.epochs:
+                why = "asked to stop" if asked else "time limit reached"
+                log(f"{why} after epoch {done}: checkpoint saved; resume to continue")
                 return finish_run(log_dir, info, history, "stopped")
     finally:
         writer.close()
