@@ -14,7 +14,7 @@ import pytest
 
 from capslib.core.config import TrainConfig
 from capslib.core.errors import RunFolderError
-from capslib.core.gpus import claim_gpu
+from capslib.core.gpus import claim_gpu, scheduler_gpus
 from capslib.core.runs import open_run_folder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from capslib.core.gpus import claim_gpu
+    from capslib.core.gpus import claim_gpu, scheduler_gpus
     index = claim_gpu(sys.argv[2].split(","), Path(sys.argv[1]), log=lambda line: print("waiting", flush=True),
                       poll_seconds=0.05)
     print(f"claimed {index}", flush=True)
@@ -30,9 +30,18 @@ HOLDER = textwrap.dedent("""
 """)
 
 
-def start_holder(lock_dir: Path, gpus: list[str], hold_seconds: float = 60) -> subprocess.Popen:
+@pytest.fixture(autouse=True)
+def outside_slurm(monkeypatch):
+    """These tests are about the locks: run inside a Slurm job given GPUs (a test run on a cluster
+    node), claim_gpu would rightly skip them."""
+    for name in [n for n in os.environ if n.startswith("SLURM_")]:
+        monkeypatch.delenv(name)
+
+
+def start_holder(lock_dir: Path, gpus: list[str], hold_seconds: float = 60, **env) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", HOLDER, str(lock_dir), ",".join(gpus), str(hold_seconds)],
-                            cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                            cwd=REPO, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), **env})
 
 
 def first_line(process: subprocess.Popen) -> str:
@@ -69,6 +78,35 @@ def test_a_process_claims_the_first_free_gpu(tmp_path):
         assert claim_gpu(["GPU-a", "GPU-b", "GPU-c"], tmp_path, poll_seconds=0.05) == 1
     finally:
         holder.kill()
+
+
+def test_under_slurm_the_gpu_the_scheduler_gave_is_used_without_waiting_for_a_lock(tmp_path):
+    """A Slurm job step given a GPU sees only it (CUDA_VISIBLE_DEVICES) and takes it, even when a lock of
+    ours says it is held (a run outside Slurm, or another job's lock in a shared folder): the lock must
+    not make a job wait for the GPU the scheduler gave it."""
+    holder = start_holder(tmp_path, ["GPU-a"])
+    try:
+        assert first_line(holder) == "claimed 0"
+        lines = []
+        slurm = {"SLURM_JOB_ID": "17", "SLURM_STEP_GPUS": "3", "CUDA_VISIBLE_DEVICES": "3"}
+        assert claim_gpu(["GPU-a"], tmp_path, log=lines.append, poll_seconds=0.05, environ=slurm) == 0
+        assert lines == ["GPU 3 given by Slurm to job 17: using it without a lock"]
+        # a Slurm job given no GPU shares the node's GPUs with this user's other runs: the locks still apply
+        waiting = start_holder(tmp_path, ["GPU-a"], SLURM_JOB_ID="18")
+        try:
+            assert first_line(waiting) == "waiting"
+        finally:
+            waiting.kill()
+    finally:
+        holder.kill()
+
+
+def test_the_gpus_slurm_gave_are_read_from_its_variables():
+    assert scheduler_gpus({}) is None                                     # not in Slurm
+    assert scheduler_gpus({"SLURM_JOB_ID": "5"}) is None                  # in Slurm, no GPU asked for
+    assert scheduler_gpus({"SLURM_JOB_ID": "5", "SLURM_JOB_GPUS": "1"}) == "1"  # the batch script
+    assert scheduler_gpus({"SLURM_JOB_ID": "5", "SLURM_JOB_GPUS": "1,2", "SLURM_STEP_GPUS": "2"}) == "2"  # a step
+    assert scheduler_gpus({"SLURM_STEP_GPUS": "0"}) is None               # a stray variable outside a job
 
 
 LOCKER = textwrap.dedent("""

@@ -12,7 +12,7 @@ capslib.study or capslib.cli: a contract in pyproject.toml).
     checkpoint.py  a run's model: built from its config, saved and loaded
     layout.py      where a run lives: its name, its folders, the files in them
     runs.py        run folders: locks, metrics.csv and run.json, reading runs back
-    gpus.py        one GPU per run: a lock per GPU
+    gpus.py        one GPU per run: a lock per GPU (under Slurm, the GPU the scheduler gave)
     predict.py     your own images, converted the way MNIST was made
     provenance.py  where a result came from
     files.py       atomic writes; errors.py: the one error type users see

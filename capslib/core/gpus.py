@@ -11,6 +11,12 @@ So `make -j4` (or several shells, or several notebooks) on a 4-GPU machine sprea
 the four GPUs. Locks are per user, in $CAPSLIB_GPU_LOCKS or <tmp>/capslib-gpus-<uid>, named by each
 GPU's UUID, so processes with different CUDA_VISIBLE_DEVICES agree on which physical GPU is held.
 
+Under Slurm the scheduler hands out the GPUs: a job step given GPUs (SLURM_STEP_GPUS, or
+SLURM_JOB_GPUS in a batch script) sees only those (Slurm sets CUDA_VISIBLE_DEVICES to them) and takes
+the first, with no lock. A lock could only fight the scheduler there: a run of ours outside Slurm, or
+a lock folder shared across jobs, would make a job wait for a GPU that the scheduler gave it. A Slurm
+job without GPUs keeps the locks (its runs share the node's GPUs with other runs of this user).
+
 `python -m capslib.gpus` prints the number of visible GPUs (the Makefile's default -j).
 """
 
@@ -61,8 +67,22 @@ def try_claim(gpu_id: str, folder: Path) -> bool:
     return True
 
 
-def claim_gpu(gpu_ids: list[str], folder: Path | None = None, log=print, poll_seconds: float = POLL_SECONDS) -> int:
-    """The index (into `gpu_ids`) of the first GPU this process could lock, waiting while all are held."""
+def scheduler_gpus(environ=os.environ) -> str | None:
+    """The GPUs Slurm gave this process's job step, as Slurm lists them ('0', '2,3'); None outside a
+    Slurm job, or in one given no GPUs."""
+    if "SLURM_JOB_ID" not in environ:
+        return None
+    return environ.get("SLURM_STEP_GPUS") or environ.get("SLURM_JOB_GPUS") or None
+
+
+def claim_gpu(gpu_ids: list[str], folder: Path | None = None, log=print, poll_seconds: float = POLL_SECONDS,
+              environ=os.environ) -> int:
+    """The index (into `gpu_ids`) of the first GPU this process could lock, waiting while all are held;
+    in a Slurm job given GPUs, the first visible one (one of them), unlocked."""
+    given = scheduler_gpus(environ)
+    if given is not None:
+        log(f"GPU {given} given by Slurm to job {environ['SLURM_JOB_ID']}: using it without a lock")
+        return 0
     folder = folder or lock_dir()
     waiting = False
     while True:

@@ -1,4 +1,4 @@
-"""Where a result came from: command, commit, device, versions, date."""
+"""Where a result came from: command, commit, device, versions, date (and the Slurm job, in one)."""
 
 from __future__ import annotations
 
@@ -57,8 +57,18 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def slurm_job(environ=os.environ) -> dict:
+    """The Slurm job this process runs in (an array task as <array>_<task>) and how many times Slurm
+    has requeued it: which attempt of a requeued run a session was. Empty outside Slurm."""
+    if "SLURM_JOB_ID" not in environ:
+        return {}
+    array = environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array}_{environ.get('SLURM_ARRAY_TASK_ID')}" if array else environ["SLURM_JOB_ID"]
+    return {"slurm_job": job, "slurm_restarts": int(environ.get("SLURM_RESTART_COUNT") or 0)}
+
+
 def provenance(device: torch.device | str = "cpu") -> dict:
     device = torch.device(device)
     where = {"gpu": str(device)} if device.type == "cuda" else {}  # which of a machine's GPUs
     return {"command": command(), "commit": git_commit(), "device": device_name(device), **where,
-            "software": software(), "date": now()}
+            "software": software(), "date": now(), **slurm_job()}
