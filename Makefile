@@ -26,6 +26,9 @@
 #
 # On a machine with several GPUs every run takes a GPU that no other run holds (capslib/core/gpus.py): a
 # sweep trains as many runs at once as there are visible GPUs (JOBS), and make runs steps side by side.
+# On a Slurm cluster, EXECUTOR=slurm makes each sweep one job array, a task per run, on the cluster's GPUs
+# (capslib/study/slurm.py); SLURM_CONFIG names a TOML file of its settings (capslib/study/cluster.py):
+#   make table1 EXECUTOR=slurm SLURM_CONFIG=cluster.toml
 
 PYTHON ?= python3
 CPU_TORCH := torch==2.13.0
@@ -68,12 +71,20 @@ models = $(folders) -p profile $(PROFILE) -p device $(DEVICE)
 # $(RESULTS)/<set>/.done marks a set of runs whose every run finished. A run cut off by a time limit resumes
 # when its sweep runs again; a run whose logs say it finished is not trained again (its checkpoint may have
 # stayed on another machine). JOBS: runs at a time, one per visible GPU (nvidia-smi first, so that a CPU
-# machine never starts Python for this).
-GPUS := $(if $(shell command -v nvidia-smi 2>/dev/null),$(shell $(PYTHON) -m capslib.core.gpus 2>/dev/null),0)
+# machine never starts Python for this). With EXECUTOR=slurm the sweep waits until every task of its job
+# array has ended, so .done means the same there: every run finished (a task requeued after a time limit or
+# a preemption is waited for; a cancelled or failed one fails the target, and make again resubmits it).
+EXECUTOR ?= local
+SLURM_CONFIG ?=
+ifeq ($(filter local slurm,$(EXECUTOR)),)
+  $(error EXECUTOR must be local or slurm, not '$(EXECUTOR)')
+endif
+GPUS := $(if $(filter local,$(EXECUTOR)),$(if $(shell command -v nvidia-smi 2>/dev/null),$(shell $(PYTHON) -m capslib.core.gpus 2>/dev/null),0),0)
 JOBS ?= $(if $(filter-out 0,$(GPUS)),$(GPUS),1)
 comma := ,
+executor = $(if $(filter slurm,$(EXECUTOR)),--executor slurm $(if $(SLURM_CONFIG),--slurm-config $(SLURM_CONFIG)),--jobs $(JOBS))
 sweep = $(PYTHON) -m capslib sweep $1 --profile $(PROFILE) --seeds $(subst $() ,$(comma),$(strip $(SEEDS))) \
-	--jobs $(JOBS) --runs-dir $(RUNS) --results-dir $(RESULTS) $(if $(filter-out auto,$(DEVICE)),--device $(DEVICE))
+	$(executor) --runs-dir $(RUNS) --results-dir $(RESULTS) $(if $(filter-out auto,$(DEVICE)),--device $(DEVICE))
 done = $(RESULTS)/$1/.done
 
 .PHONY: setup test mutation reproduce quick data table1 figures fashion validated ablation table1-official \

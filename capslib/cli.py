@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from .core.config import TrainConfig, check, kind
 from .core.errors import CapslibError, TrainingDiverged
+from .study.cluster import SlurmSettings, flag as slurm_flag, sbatch_line_problem, settings_from
 from .study.studies import STUDIES
 
 EXIT_USAGE, EXIT_DIVERGED = 2, 1
@@ -144,6 +146,39 @@ def _training_flags(p: argparse.ArgumentParser, leave_out: tuple[str, ...] = ())
                        help="skip the MD5 check of the data files (--verify-checksums False)")
 
 
+EXECUTORS = ("local", "slurm")
+
+
+def _slurm_flags(group) -> None:
+    """--slurm-config, and a flag --slurm-<setting> for every field of cluster.SlurmSettings, as it is
+    declared; a flag left out sets nothing (the file's value, else the setting's default)."""
+    group.add_argument("--slurm-config", metavar="FILE",
+                       help="a TOML file of the settings below, keyed by their names without --slurm- "
+                            "(partition = \"gpu\"); flags override it")
+    for f in dataclasses.fields(SlurmSettings):
+        if f.name == "sbatch":
+            group.add_argument(slurm_flag(f.name), dest="slurm_sbatch", action="append", type=sbatch_option,
+                               default=argparse.SUPPRESS, metavar=f.metadata["metavar"], help=f.metadata["help"])
+            continue
+        default = f.default
+        group.add_argument(slurm_flag(f.name), dest=f"slurm_{f.name}", type=field_parser(f), default=argparse.SUPPRESS,
+                           metavar=f.metadata["metavar"],
+                           help=f.metadata["help"] + (f" (default {default})" if default is not None else ""))
+
+
+def sbatch_option(text: str) -> str:
+    problem = sbatch_line_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+    return text
+
+
+def given_slurm_settings(args) -> dict:
+    """The Slurm settings that flags set explicitly, by their names in cluster.SlurmSettings."""
+    return {f.name: getattr(args, f"slurm_{f.name}") for f in dataclasses.fields(SlurmSettings)
+            if hasattr(args, f"slurm_{f.name}")}
+
+
 def given_fields(args) -> dict:
     """The TrainConfig fields that flags set explicitly, each as given (None included: `--lr-decay-steps
     none` is honoured); the rest keep the recipe's values."""
@@ -174,8 +209,9 @@ def build_parser() -> Parser:
     sweep.add_argument("--profile", default="full", choices=("full", "quick", "tiny"),
                        help="run sizes (capslib/study/profiles.py): full keeps each study's own; quick and tiny "
                             "are small CPU runs (default full)")
-    sweep.add_argument("--jobs", type=positive_int, default=1,
-                       help="runs at a time (default 1; one per GPU: each run claims a free one)")
+    sweep.add_argument("--jobs", type=positive_int,
+                       help="runs at a time, with the local executor (default 1; one per GPU: each run claims a "
+                            "free one)")
     sweep.add_argument("--runs-dir", default="runs", metavar="DIR", help="checkpoints go to DIR/<study>/<run>")
     sweep.add_argument("--results-dir", default="results", metavar="DIR", help="logs go to DIR/<study>/<run>")
     sweep.add_argument("--time-limit", type=minutes, metavar="MINUTES",
@@ -183,6 +219,13 @@ def build_parser() -> Parser:
     sweep.add_argument("--only", metavar="RUN", action="append",
                        help="train only the run of this name (repeatable; e.g. one per task of a job array)")
     sweep.add_argument("--list", action="store_true", help="print the run folders and stop")
+    sweep.add_argument("--status", action="store_true",
+                       help="print each run's state (complete, running, pending, stopped, failed, not started: from "
+                            "its folders and the scheduler), epochs and attempts, and stop")
+    sweep.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="local: here, --jobs at a time; slurm: one Slurm job array, a task per unfinished run "
+                            "(capslib/study/slurm.py), waiting until every task has ended (default local)")
+    _slurm_flags(sweep.add_argument_group("Slurm, with --executor slurm (capslib/study/cluster.py)"))
 
     evaluate = commands.add_parser("evaluate", help="test error (and confusion matrix) of a checkpoint, on the "
                                                     "test sets its training scored")
@@ -241,10 +284,10 @@ def run_train(args) -> None:
 
 
 def run_sweep(args) -> int:
-    from .core.speed import resolve_device
     from .study.studies import study_runs
-    from .study.sweep import finished_run, sweep
+    from .study.sweep import finished_run
 
+    slurm = _check_executor_flags(args)  # before anything is read or submitted
     try:
         seeds = [positive_seed(s) for s in args.seeds.split(",")]
     except argparse.ArgumentTypeError:
@@ -262,8 +305,23 @@ def run_sweep(args) -> int:
     if args.list:
         print("\n".join(str(c.log_dir) for c in configs))
         return 0
-    unfinished = [c for c in configs if finished_run(c) is None]
+    if args.status:
+        from .study.slurm import status
+        return status(configs, Path(args.runs_dir))
     device = getattr(args, "device", "auto")
+    if slurm is not None:
+        from .study.slurm import gpus_per_run, sweep_on_slurm
+
+        if args.profile == "full" and device == "auto" and gpus_per_run(slurm, configs) == 0:
+            raise CapslibError(f"{slurm_flag('gpus')} 0: full-profile runs would train on the nodes' CPUs, for hours "
+                               "each; ask for a GPU, or pass --device cpu to train them there anyway")
+        argv = [a for a in args.argv if a != "--status"]
+        return sweep_on_slurm(configs, Path(args.runs_dir), slurm, job_name=f"capslib-{args.study}",
+                              status_command=f"capslib {shlex.join(argv)} --status")
+    from .core.speed import resolve_device
+    from .study.sweep import sweep
+
+    unfinished = [c for c in configs if finished_run(c) is None]
     if unfinished and args.profile == "full" and device == "auto" and resolve_device("auto").type == "cpu":
         # `make tables` on a laptop must not start hours of training per run without being asked
         raise CapslibError(f"sweep {args.study}: {len(unfinished)} of {len(configs)} runs are not finished "
@@ -271,7 +329,23 @@ def run_sweep(args) -> int:
                            "hours each on a CPU: run them on a GPU machine, or pass --device cpu to train here "
                            "anyway (PROFILE=quick for small runs)")
     deadline = time.time() + 60 * args.time_limit if args.time_limit else None
-    return sweep(configs, args.jobs, deadline=deadline)
+    return sweep(configs, args.jobs or 1, deadline=deadline)
+
+
+def _check_executor_flags(args) -> SlurmSettings | None:
+    """The checked Slurm settings with --executor slurm (None with local): one line for a flag of the other
+    executor, or a setting Slurm would not take."""
+    given = given_slurm_settings(args)
+    if args.executor != "slurm":
+        named = [slurm_flag(name) for name in given] + (["--slurm-config"] if args.slurm_config else [])
+        if named:
+            raise CapslibError(f"{named[0]} is a setting of --executor slurm")
+        return None
+    for name, instead in (("jobs", "--slurm-max-running"), ("time_limit", "--slurm-time")):
+        if getattr(args, name) is not None:
+            raise CapslibError(f"--{name.replace('_', '-')} is for the local executor; with --executor slurm "
+                               f"use {instead}")
+    return settings_from(args.slurm_config, given)
 
 
 positive_seed = field_parser(next(f for f in dataclasses.fields(TrainConfig) if f.name == "seed"))
@@ -398,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)
+        args.argv = sys.argv[1:] if argv is None else list(argv)
         return _run_command(args)
     except KeyboardInterrupt:
         print(f"capslib{f' {args.command}' if args else ''}: {_interrupted(args)}", file=sys.stderr)

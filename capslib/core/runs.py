@@ -199,6 +199,15 @@ class Run:
         return configuration_label(self.config)
 
 
+def run_info(folder: Path) -> dict | None:
+    """A run folder's run.json, also before its first metrics.csv; None if it has none (or not a
+    readable one: a run killed mid-write keeps the previous file, so that means none yet)."""
+    try:
+        return json.loads((Path(folder) / RUN_INFO).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def read_run(folder: Path) -> Run:
     """A run folder (its logs dir) read back: config, run.json and metrics.csv."""
     folder = Path(folder)

@@ -2,6 +2,8 @@
 
     studies.py     every set of runs the study trains, declared once
     sweep.py       training a set of runs: N at a time, resumable, under a time limit
+    slurm.py       the same sets of runs on a Slurm cluster: one job array, requeued at time limits
+    cluster.py     what a cluster user sets for it (partition, GPUs, time, ...), from flags or a TOML file
     profiles.py    run sizes by purpose: full (the study), quick (a CPU, minutes), tiny (the tests)
     paper.py       the numbers the paper reports
     summaries.py   what the logged runs say: per run, per configuration, the ablation, comparisons

@@ -10,6 +10,7 @@ import multiprocessing
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
 from ..core.config import TrainConfig, resume_conflicts
 from ..core.errors import CapslibError
@@ -33,6 +34,11 @@ def sweep(configs: list[TrainConfig], jobs: int = 1, log=print, deadline: float 
         # releases its GPU (memory and lock) when it ends.
         with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
             results = pool.map(_train_one, tasks, chunksize=1)
+    return report(results, log)
+
+
+def report(results: list[tuple[str, bool, str]], log=print) -> int:
+    """One line per run (done or NOT DONE, and why) and the count; 0 if every run finished."""
     for name, ok, message in results:
         log(f"{'done' if ok else 'NOT DONE'}  {name}: {message}")
     finished = sum(ok for _, ok, _ in results)
@@ -41,10 +47,16 @@ def sweep(configs: list[TrainConfig], jobs: int = 1, log=print, deadline: float 
 
 
 def _train_one(task: tuple[dict, float | None]) -> tuple[str, bool, str]:
+    values, deadline = task
+    return train_one(TrainConfig.from_dict(values), deadline)
+
+
+def train_one(config: TrainConfig, deadline: float | None = None,
+              stop: Callable[[], bool] | None = None) -> tuple[str, bool, str]:
+    """Train or resume one run of a sweep, or find it finished: (name, finished, one line). What a
+    sweep does with each run, here or in a Slurm task (slurm.py); `stop` as core.train.train takes it."""
     from ..core.train import train
 
-    values, deadline = task
-    config = TrainConfig.from_dict(values)
     name = Path(config.log_dir).name
     try:
         finished = finished_run(config)
@@ -52,7 +64,8 @@ def _train_one(task: tuple[dict, float | None]) -> tuple[str, bool, str]:
             return name, True, summary_line(finished.info["summary"])
         if deadline is not None and time.time() > deadline - MIN_SECONDS_TO_START:
             return name, False, "not started: too close to the time limit"
-        run = train(config, resume=True, log=lambda line: print(f"[{name}] {line}", flush=True), deadline=deadline)
+        run = train(config, resume=True, log=lambda line: print(f"[{name}] {line}", flush=True), deadline=deadline,
+                    stop=stop)
         if run.info["status"] != "complete":
             return name, False, f"{run.info['status']}: {summary_line(run.info['summary'])}"
         return name, True, summary_line(run.info["summary"])
