@@ -192,6 +192,7 @@ def bad_file(tmp_path: Path, text: str) -> Path:
     (["--slurm-sbatch=--time=5"], "--slurm-time"),          # a setting of its own
     (["--slurm-sbatch=--output=x.log"], "--output"),        # capslib's own: the task logs
     (["--slurm-sbatch=-C a100"], "long form"),
+    (["--slurm-sbatch=--ntasks=2"], "one process"),         # two processes would train the same run
     (["--slurm-time", "1"], "--slurm-signal-delay"),        # 120 s of warning in a 1-minute limit
     (["--slurm-config", "{tmp}/missing.toml"], "missing.toml"),
     (["--slurm-config", "{file:partition = gpu}"], "cluster.toml"),        # not TOML: the value unquoted
@@ -224,6 +225,18 @@ def test_without_slurm_commands_the_executor_is_one_line(tmp_path, monkeypatch):
     code, _, err = cli("sweep", "table1", "--profile", "tiny", "--device", "cpu", "--executor", "slurm")
     assert code == 2 and "sbatch not found" in one_line(err)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_waits_until_an_accepted_submission_is_recorded():
+    """Between sbatch accepting an array and its record, an interruption would leave tasks that the next
+    sweep does not know of, and submits again."""
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with slurm._uninterrupted():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            done.append("recorded")
+    assert done == ["recorded"]
 
 
 @pytest.fixture
@@ -383,7 +396,7 @@ def time_limited(cluster, tmp_path_factory):
         process.kill()
 
 
-EPOCHS = 6
+EPOCHS = 5
 
 
 @pytest.mark.slurm

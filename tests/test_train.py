@@ -176,27 +176,23 @@ def test_lost_logs_are_rebuilt_from_the_checkpoint_with_their_sessions(tmp_path)
     assert again.history.equals(first.history)
 
 
-@pytest.mark.parametrize("stop_after", [1, 2])  # between two evaluations, and at one
-def test_a_stop_request_ends_the_run_after_the_epoch_in_progress_and_it_resumes_as_if_never_stopped(
-        tmp_path, stop_after):
+def test_a_stop_request_ends_the_run_after_the_epoch_in_progress_and_it_resumes_as_if_never_stopped(tmp_path):
     """What a Slurm task does on USR2 (capslib/study/slurm.py): the run saves a checkpoint after the epoch
-    in progress, evaluated or not, and a resumed run follows the trajectory of one never stopped, with
-    one metrics row per evaluation and one session per process."""
+    in progress, between two evaluations or at one, and a run resumed from there follows the trajectory
+    of one never stopped, with one metrics row per evaluation and one session per process."""
+    def split(**kwargs):
+        return train(small(tmp_path, "split", epochs=4, eval_every=2), **kwargs, **QUIET)
+
     whole = train(small(tmp_path, "whole", epochs=4, eval_every=2), **QUIET)
-    asked = []
-
-    def stop() -> bool:
-        asked.append(True)
-        return len(asked) >= stop_after
-
-    stopped = train(small(tmp_path, "split", epochs=4, eval_every=2), stop=stop, **QUIET)
-    assert stopped.info["status"] == "stopped"
-    assert checkpoint.load_checkpoint(tmp_path / "split")["epoch"] == stop_after
-    assert list(stopped.history.epoch) == [2][:stop_after // 2]  # the evaluations done so far, no more
-    resumed = train(small(tmp_path, "split", epochs=4, eval_every=2), resume=True, **QUIET)
+    between = split(stop=lambda: True)                # asked during epoch 1, before the first evaluation
+    assert between.info["status"] == "stopped" and between.history.empty
+    assert checkpoint.load_checkpoint(tmp_path / "split")["epoch"] == 1
+    at = split(resume=True, stop=lambda: True)        # epoch 2 ends with an evaluation
+    assert at.info["status"] == "stopped" and list(at.history.epoch) == [2]
+    resumed = split(resume=True)
     assert resumed.info["status"] == "complete"
     for key, value in parameters(tmp_path / "whole").items():
         assert torch.equal(value, parameters(tmp_path / "split")[key]), key
     columns = ["epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy"]
     assert whole.history[columns].equals(resumed.history[columns])
-    assert [s["start_epoch"] for s in resumed.info["sessions"]] == [0, stop_after]
+    assert [s["start_epoch"] for s in resumed.info["sessions"]] == [0, 1, 2]

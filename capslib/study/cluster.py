@@ -89,6 +89,8 @@ OWNED_OPTIONS = {"partition": "partition", "account": "account", "qos": "qos", "
                  "gpus-per-node": "gpus", "gpus-per-task": "gpus", "cpus-per-task": "cpus", "mem": "mem",
                  "time": "time", "signal": "signal_delay", "array": "max_running"}
 CAPSLIB_OPTIONS = ("output", "error", "open-mode", "requeue", "no-requeue")  # the task logs and the requeue
+# a run is one process on one node, in the folder the sweep started from (its run folders may be relative)
+ONE_PROCESS_OPTIONS = ("nodes", "ntasks", "ntasks-per-node", "chdir")
 SBATCH_LINE = re.compile(r"(?:#SBATCH\s+)?--([A-Za-z][A-Za-z0-9-]*)(?:=(\S.*))?")
 
 
@@ -103,6 +105,8 @@ def sbatch_line_problem(line: str) -> str | None:
         return f"set it with {flag(setting)} (or {setting} in the --slurm-config file)"
     if name in CAPSLIB_OPTIONS:
         return f"capslib writes --{name} itself (the task logs and the requeue depend on it)"
+    if name in ONE_PROCESS_OPTIONS:
+        return "a task trains one run, in one process on one node, in the folder the sweep starts from"
     return None
 
 

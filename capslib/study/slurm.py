@@ -310,22 +310,39 @@ def submit(configs: list[TrainConfig], runs_dir: Path, settings: SlurmSettings, 
     executor = submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=settings.max_requeues)
     executor.update_parameters(**executor_parameters(settings, gpus, job_name))
     complaint = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(complaint):  # submitit prints sbatch's refusal itself
-            jobs = executor.map_array(TrainTask(command, stop_within(settings.signal_delay)),
-                                      [c.to_dict() for c in configs])
-    except (FailedJobError, FailedSubmissionError, OSError) as err:
-        shutil.rmtree(folder, ignore_errors=True)
-        said = [line.removeprefix("sbatch: error: ").strip() for line in str(err).splitlines() if line.strip()]
-        raise SchedulerError(f"sbatch refused the job array, so nothing was submitted: "
-                             f"{'; '.join(dict.fromkeys(said)) or type(err).__name__}") from None
-    tasks = [Task(config, job.job_id, folder) for config, job in zip(configs, jobs)]
-    record = {"job": tasks[0].job.split("_")[0], "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "command": command, "settings": dataclasses.asdict(settings), "gpus_per_run": gpus,
-              "tasks": [{"job": t.job, "run": t.name, "log_dir": _key(t.config),
-                         "ckpt_dir": os.path.abspath(t.config.ckpt_dir)} for t in tasks]}
-    atomic_write_text(folder / RECORD, json.dumps(record, indent=2) + "\n")
+    with _uninterrupted():  # once sbatch has accepted the array, it is recorded
+        try:
+            with contextlib.redirect_stderr(complaint):  # submitit prints sbatch's refusal itself
+                jobs = executor.map_array(TrainTask(command, stop_within(settings.signal_delay)),
+                                          [c.to_dict() for c in configs])
+        except (FailedJobError, FailedSubmissionError, OSError) as err:
+            shutil.rmtree(folder, ignore_errors=True)
+            said = [line.removeprefix("sbatch: error: ").strip() for line in str(err).splitlines() if line.strip()]
+            raise SchedulerError(f"sbatch refused the job array, so nothing was submitted: "
+                                 f"{'; '.join(dict.fromkeys(said)) or type(err).__name__}") from None
+        tasks = [Task(config, job.job_id, folder) for config, job in zip(configs, jobs)]
+        record = {"job": tasks[0].job.split("_")[0], "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "command": command, "settings": dataclasses.asdict(settings), "gpus_per_run": gpus,
+                  "tasks": [{"job": t.job, "run": t.name, "log_dir": _key(t.config),
+                             "ckpt_dir": os.path.abspath(t.config.ckpt_dir)} for t in tasks]}
+        atomic_write_text(folder / RECORD, json.dumps(record, indent=2) + "\n")
     return tasks
+
+
+@contextlib.contextmanager
+def _uninterrupted():
+    """Ctrl-C, a hang-up or a kill by make held back until the block ends: tasks that sbatch accepted but
+    no record names would be submitted again by the next sweep, and train their runs twice."""
+    caught = []
+    before = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+              for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        for signum in caught[:1]:  # now, as it would have been
+            signal.raise_signal(signum)
 
 
 def say(line: str) -> None:
