@@ -6,6 +6,7 @@
 #   make reproduce    the whole study (GPU): data, every set of runs, figures, tables, reports
 #   make quick        the same study on small subsets, on a CPU, written under quick/
 #   make bench        speed of each training path -> results/benchmarks.md
+#   make docs         the numbers README.md and docs/ quote, generated from the committed tables
 #   make lab          JupyterLab on the repository (notebooks/ open; results/ in reach)
 #   make clean        delete checkpoints, quick/ and scratch/ (never data/ or results/)
 #
@@ -76,7 +77,7 @@ sweep = $(PYTHON) -m capslib sweep $1 --profile $(PROFILE) --seeds $(subst $() ,
 	--jobs $(JOBS) --runs-dir $(RUNS) --results-dir $(RESULTS) $(if $(filter-out auto,$(DEVICE)),--device $(DEVICE))
 done = $(RESULTS)/$1/.done
 
-.PHONY: setup test mutation reproduce quick data table1 figures fashion validated ablation table1-official \
+.PHONY: setup test mutation docs reproduce quick data table1 figures fashion validated ablation table1-official \
 	multimnist affine tables report bench lab clean
 .DELETE_ON_ERROR:
 
@@ -152,6 +153,12 @@ report: data figures fashion ablation multimnist affine tables
 
 bench:
 	$(PYTHON) -m capslib bench --out-dir results
+
+# The numbers README.md and docs/ quote, generated from the committed tables (capslib/study/quotes.py);
+# make test checks that none has drifted (tests/test_docs.py).
+COG_FLAGS := -p "from capslib.study import quotes as q"
+docs:
+	$(PYTHON) -m cogapp -r $(COG_FLAGS) README.md docs/*.md
 
 # Rooted at the repository, so results/ (figures, HTML reports) is in reach; opens on notebooks/.
 # --allow-root: containers often run as root. The pre-save hook keeps the committed notebooks'
