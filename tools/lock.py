@@ -223,7 +223,8 @@ def fetch_torch(target: Target, wheels: Path) -> None:
                        if re.match(r"\s*torch\s*==", line))
     common = ["download", "--no-deps", "--only-binary=:all:", "--implementation", "cp", "--python-version",
               target.python, "--platform", target.pip_platform, "--dest", wheels, requirement]
-    if pip(*common, "--no-index", check=False).returncode != 0:
+    if pip(*common, "--no-index", check=False, capture_output=True, text=True).returncode != 0:
+        print(f"{requirement}: not in a local wheelhouse, from {target.torch_index}", flush=True)
         pip(*common, "--index-url", target.torch_index)
 
 
