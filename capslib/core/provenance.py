@@ -7,9 +7,9 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import shlex
 import subprocess
-import re
 import sys
 from importlib import metadata
 from pathlib import Path
