@@ -178,8 +178,9 @@ def install(name: str) -> None:
             requirements = Path(tmp) / f"{target.name}-without-torch.txt"
             requirements.write_text(without(text, {"torch"}))
         elif have != locked and target.torch_index:
-            # torch alone first: pip asks every index for every package, and a torch index that is not
-            # reachable costs seconds of retries per package; the rest then comes from pip's usual indexes.
+            # torch alone first, from its own index: given to the whole install as an extra index, pip would
+            # ask it for every package (where it is unreachable, as on this project's CI machines, 8 s of
+            # retries each), and only torch is wanted from it. The rest then comes from pip's usual indexes.
             torch_only = Path(tmp) / "torch.txt"
             torch_only.write_text(only(text, {"torch"}))
             print(f"torch {locked}: from a local wheelhouse (pip's find-links) if one holds it, else from "
