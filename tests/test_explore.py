@@ -227,3 +227,10 @@ def test_a_slider_move_answers_well_within_100_ms(app):
     times = E.slider_latency(app, moves=48)
     assert np.median(times) < 100, times
     assert all(s.value == 0 for s in app.sliders)
+
+
+def test_image_png_shows_each_pixel_as_a_sharp_square():
+    pixels = np.random.default_rng(0).random((28, 28), dtype=np.float32)
+    shown = decoded(F.image_png(pixels, scale=6))
+    assert shown.shape == (168, 168) and shown.dtype == np.uint8
+    np.testing.assert_array_equal(shown, np.kron(np.round(pixels * 255).astype(np.uint8), np.ones((6, 6), np.uint8)))

@@ -296,6 +296,7 @@ def shown_at_screen_size(widget, png: bytes) -> None:
         width = picture.width
     widget.value = png
     widget.layout.width = f"{round(width * SCREEN_DPI / figures.DPI)}px"
+    widget.layout.max_width = "100%"  # a narrower page shrinks it
 
 
 def slider_latency(app: ExplorerApp, moves: int = 100) -> np.ndarray:

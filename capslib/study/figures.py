@@ -179,7 +179,7 @@ def perturbation_figure(panels: list[np.ndarray], titles: list[str], deltas: np.
     width = left + cols * tile_w + (cols - 1) * gap + right
     heading = textwrap.wrap(f"Dimension perturbations: row d decodes the class capsule with {deltas[0]:+.2f} … "
                             f"{deltas[-1]:+.2f} (steps of {deltas[1] - deltas[0]:.2f}) added to dimension d; "
-                            "the middle column (0) is the unchanged capsule", width // 13)  # ~13 px a character
+                            "the middle column (0) is the unchanged capsule", width // 12)  # ~12 px a character
     suptitle = max(80, 40 + 25 * len(heading))  # 80 px above the 5-column figures (one line)
     band = title + tile_h + ticks
     height = suptitle + rows * band
