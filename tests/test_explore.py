@@ -220,6 +220,8 @@ def test_an_upload_shows_and_a_bad_one_says_why_in_one_line(app, mnist_test):
     app.index.value = 5
     app.invert.value = False  # on a test image, --invert changes nothing
     assert app.view.source == "test image 5"
+    app.upload.value = uploaded(png_of(digit), "<img src=x>.png")  # a file's name is shown as text, never as HTML
+    assert "<b>&lt;img src=x&gt;.png</b>" in app.status.value and "<img" not in app.status.value
 
 
 def test_a_slider_move_answers_well_within_100_ms(app):

@@ -13,6 +13,7 @@ small PNG (`slider_latency` measures it: a few milliseconds on a 2-core CPU).
 
 from __future__ import annotations
 
+import html
 import io
 import time
 from dataclasses import dataclass
@@ -199,8 +200,8 @@ class ExplorerApp:
             self.status,
             widgets.HBox([titled("input", self.input), titled("capsule lengths", self.lengths),
                           titled("reconstruction", self.reconstruction)], layout=widgets.Layout(align_items="flex-end")),
-            widgets.HTML("<b>The 16 dimensions of the predicted class's capsule</b>: the value added to each "
-                         "(the paper's Fig. 4 moves them by −0.25 … +0.25)"),
+            widgets.HTML(f"<b>The {DIGIT_DIM} dimensions of the predicted class's capsule</b>: the value added to "
+                         f"each (the paper's Fig. 4 moves them by {low:+.2f} … {high:+.2f})"),
             widgets.HBox([widgets.VBox(self.sliders[:half]), widgets.VBox(self.sliders[half:]), self.reset]),
             self.routing,
             self.couplings,
@@ -215,8 +216,7 @@ class ExplorerApp:
         self.reset.on_click(lambda _: self.reset_dimensions())
         self.routing.observe(lambda change: self.show(explorer.rerouted(self.view, change.new), keep_dimensions=True),
                              "value")
-        self.view: View
-        self.show(explorer.test_view(image_index))
+        self.show(explorer.test_view(image_index))  # sets self.view, the View shown
 
     def _repr_mimebundle_(self, **kwargs):
         return self.box._repr_mimebundle_(**kwargs)
@@ -231,7 +231,7 @@ class ExplorerApp:
         try:
             action()
         except CapslibError as err:
-            self.status.value = f'<span style="color:crimson">{err}</span>'
+            self.status.value = f'<span style="color:crimson">{html.escape(str(err))}</span>'
 
     def show(self, view: View, keep_dimensions: bool = False) -> None:
         self.view = view
@@ -242,7 +242,7 @@ class ExplorerApp:
         truth = "" if view.label is None else (
             f" · true class <b>{classes[view.label]}</b>" if view.label == view.prediction else
             f' · <span style="color:crimson">true class <b>{classes[view.label]}</b>: misclassified</span>')
-        self.status.value = (f"<b>{view.source}</b> · predicted <b>{classes[view.prediction]}</b> (capsule length "
+        self.status.value = (f"<b>{html.escape(view.source)}</b> · predicted <b>{classes[view.prediction]}</b> (capsule length "
                              f"{view.lengths[view.prediction]:.3f}){truth} · routed {view.iterations}× "
                              f"(the model was trained with {self.explorer.own_iterations})")
         shown_at_screen_size(self.lengths, figures.png_bytes(self.explorer.lengths_figure(view), compact=False))
