@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from ..core.errors import CapslibError
-from ..core.model import DIGIT_DIM, IMAGE_SIZE, M_NEG, M_POS
+from ..core.model import DIGIT_DIM, IMAGE_SIZE, M_NEG, M_POS, dynamic_routing
 from ..core.predict import mnist_like, read_grey
 from . import figures
 from .analysis import PERTURBATION_DELTAS, TrainedRun, perturb_capsule, routing_summary
@@ -46,6 +46,7 @@ class View:
     iterations: int
     capsules: torch.Tensor   # 10×16 class capsules v_j
     couplings: torch.Tensor  # iterations×1152×10: the c_ij each routing iteration used
+    votes: torch.Tensor      # 1×1152×10×16 predictions û_j|i (Eq. 2): routing again needs only these
 
     @cached_property
     def lengths(self) -> np.ndarray:
@@ -98,17 +99,20 @@ class Explorer:
         return self.look(image, name, None, iterations)
 
     def rerouted(self, view: View, iterations: int) -> View:
-        return self.look(view.image, view.source, view.label, iterations)
+        return self.look(view.image, view.source, view.label, iterations, view.votes)
 
     @torch.inference_mode()
-    def look(self, image: torch.Tensor, source: str, label: int | None, iterations: int | None = None) -> View:
-        """`image` (1×1×28×28) routed `iterations` times (default: as the model was trained)."""
+    def look(self, image: torch.Tensor, source: str, label: int | None, iterations: int | None = None,
+             votes: torch.Tensor | None = None) -> View:
+        """`image` (1×1×28×28) routed `iterations` times (default: as the model was trained). The convolutions
+        (most of the time: a few hundred ms on a CPU) run once per image: `votes`, û of the image, given
+        when rerouted. Routing as CapsNet.digit_capsules and .couplings route, in one pass for both."""
         iterations = iterations or self.own_iterations
         if iterations not in self.routing_choices:
             raise CapslibError(f"routing iterations must be one of {self.routing_choices}, got {iterations}")
-        capsules = self.model.digit_capsules(image, iterations)[0]
-        couplings = self.model.couplings(image, iterations)[:, 0]
-        return View(image, source, label, iterations, capsules, couplings)
+        votes = self.model.prediction_vectors(image) if votes is None else votes
+        capsules, couplings = dynamic_routing(votes, iterations, bias=self.model.digit_bias, return_couplings=True)
+        return View(image, source, label, iterations, capsules[0], couplings[:, 0], votes)
 
     def next_misclassified(self, after: int) -> int | None:
         """The first misclassified test image after index `after` (wrapping around), or None if none is."""
