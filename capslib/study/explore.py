@@ -34,7 +34,7 @@ from .analysis import PERTURBATION_DELTAS, TrainedRun, perturb_capsule, routing_
 ROUTING_CHOICES = (1, 2, 3)
 # A slider moves a dimension over the range of the paper's Fig. 4 (PERTURBATION_DELTAS), finer.
 SLIDER_STEP = 0.01
-SCREEN_DPI = 100  # the size figures are shown at in the widgets
+SCREEN_DPI = 90  # the size figures are shown at in the widgets
 
 
 @dataclass(frozen=True)
@@ -294,7 +294,7 @@ class ExplorerApp:
 
 
 def shown_at_screen_size(widget, png: bytes) -> None:
-    """Show a figure's PNG (drawn at figures.DPI) in an Image widget at about 100 dpi, a screen's: left to
+    """Show a figure's PNG (drawn at figures.DPI) in an Image widget at SCREEN_DPI, about a screen's: left to
     itself the browser stretches it to the page's width."""
     with Image.open(io.BytesIO(png)) as picture:
         width = picture.width
