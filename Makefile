@@ -1,11 +1,14 @@
 # CapsNet reproducible study ("Dynamic Routing Between Capsules", Sabour, Frosst, Hinton 2017)
 #
-#   make setup        install capslib, the notebook stack and the test tools (CPU torch 2.13.0 if no torch)
+#   make setup        install the pinned environment, requirements/cpu.lock (CPU torch), then capslib (editable);
+#                     LOCK=cuda: requirements/cuda.lock (GPU machines); LOCK=none: pyproject.toml's ranges
+#   make lock         write requirements/cpu.lock and cuda.lock again (after editing pyproject.toml's dependencies)
 #   make test         the layer contracts, unit tests, then every notebook on the tiny profile (CPU, minutes)
 #   make mutation     plant each of a list of bugs in a copy of capslib; the tests must catch them
 #   make reproduce    the whole study (GPU): data, every set of runs, figures, tables, reports
 #   make quick        the same study on small subsets, on a CPU, written under quick/
 #   make bench        speed of each training path -> results/benchmarks.md
+#   make docs         the numbers README.md and docs/ quote, generated from the committed tables
 #   make lab          JupyterLab on the repository (notebooks/ open; results/ in reach)
 #   make explore      JupyterLab opened on 10_explore: one image at a time through a trained CapsNet (ipywidgets)
 #   make clean        delete checkpoints, quick/ and scratch/ (never data/ or results/)
@@ -29,7 +32,10 @@
 # sweep trains as many runs at once as there are visible GPUs (JOBS), and make runs steps side by side.
 
 PYTHON ?= python3
-CPU_TORCH := torch==2.13.0
+# The pinned environments (tools/lock.py says how and why): cpu (CPython 3.11, torch's CPU build; CI installs
+# it), cuda (CPython 3.12, PyPI's CUDA torch, as in the GPU results), none (no lock). An installed GPU build of
+# torch is kept by LOCK=cpu; run.json records which lock the environment matches (capslib/core/provenance.py).
+LOCK ?= cpu
 
 # Profiles (capslib/study/profiles.py): full (GPU; the committed results), quick (CPU, minutes), tiny (the
 # tests). A profile sizes every run; here: where the study goes, which seeds, on which device.
@@ -77,13 +83,17 @@ sweep = $(PYTHON) -m capslib sweep $1 --profile $(PROFILE) --seeds $(subst $() ,
 	--jobs $(JOBS) --runs-dir $(RUNS) --results-dir $(RESULTS) $(if $(filter-out auto,$(DEVICE)),--device $(DEVICE))
 done = $(RESULTS)/$1/.done
 
-.PHONY: setup test mutation reproduce quick data table1 figures fashion validated ablation table1-official \
+.PHONY: setup lock test mutation docs reproduce quick data table1 figures fashion validated ablation table1-official \
 	multimnist affine tables report bench lab explore clean
 .DELETE_ON_ERROR:
 
 setup:
-	@$(PYTHON) -c "import torch" 2>/dev/null && echo "torch already installed: keeping it" || $(PYTHON) -m pip install "$(CPU_TORCH)"
-	$(PYTHON) -m pip install -e ".[notebooks,dev]"
+	$(PYTHON) tools/lock.py install $(LOCK)
+
+# Both locks again, from pyproject.toml and requirements/*.in, keeping the pins that still fit; UPGRADE=1 takes
+# the newest versions that fit. Needs PyPI (and, for torch's CPU wheel, a local wheelhouse or PyTorch's index).
+lock:
+	$(PYTHON) tools/lock.py compile $(if $(UPGRADE),--upgrade)
 
 test:
 	$(PYTHON) -c "from importlinter.cli import lint_imports_command as lint; lint()"
@@ -153,6 +163,12 @@ report: data figures fashion ablation multimnist affine tables
 
 bench:
 	$(PYTHON) -m capslib bench --out-dir results
+
+# The numbers README.md and docs/ quote, generated from the committed tables (capslib/study/quotes.py);
+# make test checks that none has drifted (tests/test_docs.py).
+COG_FLAGS := -p "from capslib.study import quotes as q"
+docs:
+	$(PYTHON) -m cogapp -r $(COG_FLAGS) README.md docs/*.md
 
 # Rooted at the repository, so results/ (figures, HTML reports) is in reach; opens on notebooks/.
 # --allow-root: containers often run as root. The pre-save hook keeps the committed notebooks'

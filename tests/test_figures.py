@@ -532,7 +532,8 @@ def test_markdown_table_escapes_pipes_and_blanks_missing_values():
 def test_write_result_tables(study, tmp_path):
     root, folders = study
     per_run, summary = T.write_result_tables(find_runs(root), tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.csv", "runs.md", "summary.csv", "summary.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairwise.csv", "pairwise.md", "runs.csv", "runs.md",
+                                                          "summary.csv", "summary.md"]
     runs_csv, summary_csv = pd.read_csv(tmp_path / "runs.csv"), pd.read_csv(tmp_path / "summary.csv")
     assert list(runs_csv.columns) == RUN_COLUMNS and list(summary_csv.columns) == SUMMARY_COLUMNS
     # the running run and the one just started are left out

@@ -256,7 +256,33 @@ def test_comparison_is_against_the_first_group_on_final_and_selected_errors():
     assert table.selected_mean.iloc[1] == pytest.approx(0.32) and table.selected_mean.iloc[0] == pytest.approx(0.38)
     assert table.selected_vs_base.iloc[1] == pytest.approx(-0.06)
     readable = T.comparison_readable(table)
-    assert readable["final vs the first (95% interval)"].iloc[1].startswith("-0.05 (")
+    assert readable["final vs the first (95% interval)"].iloc[1].startswith("**-0.05 (")  # bold: the interval excludes 0
+
+
+def test_a_readable_comparison_rounds_once():
+    # 0.35, 0.34, 0.37: sample std 0.0153, printed 0.02 (rounding it to 0.015 first would print 0.01)
+    runs = [_logged(seed, [error]) for seed, error in ((1, 0.35), (2, 0.34), (3, 0.37))]
+    readable = T.comparison_readable(S.comparison_table({"three seeds": runs}, digits=None))
+    assert readable["final error (%)"].iloc[0] == "0.35 ± 0.02"
+
+
+def test_pairwise_table_resolves_what_the_seeds_resolve():
+    per_run = pd.DataFrame({
+        "dataset": "mnist", "recipe": "paper", "validation_images": 10_000,
+        "configuration": ["baseline CNN"] * 3 + ["routing 1, reconstruction"] * 3 + ["routing 3, reconstruction"] * 3,
+        "final_test_error": [0.48, 0.50, 0.46, 0.35, 0.32, 0.38, 0.47, 0.44, 0.50],
+        "selected_test_error": [0.5, 0.5, 0.5, 0.3, 0.3, 0.3, None, None, None]})
+    table = S.pairwise_table(per_run)
+    assert list(zip(table.configuration, table.other)) == [
+        ("baseline CNN", "routing 1, reconstruction"), ("baseline CNN", "routing 3, reconstruction"),
+        ("routing 1, reconstruction", "routing 3, reconstruction")]
+    difference, low, high = S.difference_interval([0.48, 0.50, 0.46], [0.35, 0.32, 0.38])
+    assert (table.final_difference[0], table.final_low[0], table.final_high[0]) == (
+        pytest.approx(difference, abs=1e-3), pytest.approx(low, abs=1e-3), pytest.approx(high, abs=1e-3))
+    readable = T.pairwise_readable(table)
+    assert readable["final (95% interval)"][0].startswith("**+0.13")  # resolved: bold
+    assert not readable["final (95% interval)"][1].startswith("**")    # +0.01: within the spread
+    assert readable["selected on validation (95% interval)"][1] == "—"  # no selected error on one side
 
 
 def test_ablation_declares_both_bases_and_every_component():

@@ -1,8 +1,9 @@
 """A run's model: built from its config, saved to and loaded from checkpoints.
 
 Checkpoints are plain dicts of tensors and primitives, written atomically, loaded with
-``weights_only=True`` (the safe default since torch 2.6). A checkpoint holds the model, the optimizer, the number of completed epochs, the run's config, its
-per-epoch history and the global RNG states: everything needed to continue the same trajectory.
+``weights_only=True`` (the safe default since torch 2.6). A checkpoint holds the model, the optimizer,
+the number of completed epochs, the run's config, its per-epoch history and the global RNG states:
+everything needed to continue the same trajectory.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Run folders (layout.py says where they are and what they hold): locking them while a run trains,
 writing its logs, and reading runs back. This module alone writes and reads run logs.
 
-metrics.csv is rewritten whole, atomically, with last.pt, and the checkpoint holds the history too, so a resumed run rewrites metrics.csv from it: the CSV never
-disagrees with the checkpoint it belongs to. While a run trains, it holds a lock on its folders, so
+metrics.csv is rewritten whole, atomically, with last.pt, and the checkpoint holds the history too,
+so a resumed run rewrites metrics.csv from it: the CSV never disagrees with the checkpoint it belongs to. While a run trains, it holds a lock on its folders, so
 a second process can neither train into them nor resume them at the same time.
 
 Three numbers describe a run, named plainly in every table:

@@ -125,7 +125,8 @@ def add_speedups(table: pd.DataFrame) -> pd.DataFrame:
 
 def write_benchmark(table: pd.DataFrame, out_dir: Path, steps: int) -> Path:
     info = provenance("cuda")
-    header = (f"Device: {info['device']}; {info['software']}; commit {info['commit']}; {info['date']}.\n"
+    header = (f"Device: {info['device']}; {info['software']}; lock {info['lock']}; commit {info['commit']}; "
+              f"{info['date']}.\n"
               f"Command: `{info['command']}`. Training steps of real MNIST batches, {steps} timed after "
               f"warm-up, CUDA events; setup = model build + compilation + capture + warm-up.\n"
               "Precision: fp32 = strict float32 (TF32 off); tf32 = TF32 convolutions/matmuls; bf16, compile, "

@@ -36,7 +36,7 @@ AFFINE_EPOCHS = 100
 # Table 1's rows (paper, Table 1) as (dataset, model, routing iterations, reconstruction), and Fashion-MNIST.
 # (The baseline ignores the last two; they keep TrainConfig's defaults.)
 TABLE1_CONFIGURATIONS = [("mnist", "baseline", 3, True), ("mnist", "capsnet", 1, False), ("mnist", "capsnet", 1, True),
-          ("mnist", "capsnet", 3, False), ("mnist", "capsnet", 3, True), ("fashion-mnist", "capsnet", 3, True)]
+                         ("mnist", "capsnet", 3, False), ("mnist", "capsnet", 3, True), ("fashion-mnist", "capsnet", 3, True)]
 
 
 def recipe_value(recipe: str, field: str):

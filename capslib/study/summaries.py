@@ -147,17 +147,18 @@ def ablation_tables(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return per_run, pd.DataFrame(summary, columns=ABLATION_SUMMARY_COLUMNS)
 
 
-def _against(group: pd.DataFrame, base: pd.DataFrame | None) -> dict:
+def _against(group: pd.DataFrame, base: pd.DataFrame | None, digits: int | None = 3) -> dict:
     """Runs, mean ± std of the final and the validation-selected error of a group of runs, its mean
-    best-on-test error, and (given a base group) each mean's difference from the base's, 95% interval."""
-    row = {"runs": len(group), "best_mean": _round(group.best_test_error.mean())}
+    best-on-test error, and (given a base group) each mean's difference from the base's, 95% interval;
+    rounded to `digits` (None: not rounded, for formatting without rounding twice)."""
+    row = {"runs": len(group), "best_mean": _round(group.best_test_error.mean(), digits)}
     for column, name in (("final_test_error", "final"), ("selected_test_error", "selected")):
         values = group[column].astype(float)
-        row[f"{name}_mean"], row[f"{name}_std"] = _round(values.mean()), _round(values.std(ddof=1))
+        row[f"{name}_mean"], row[f"{name}_std"] = _round(values.mean(), digits), _round(values.std(ddof=1), digits)
         if base is not None:
             difference, low, high = difference_interval(values, base[column].astype(float))
-            row.update({f"{name}_vs_base": _round(difference), f"{name}_vs_base_low": _round(low),
-                        f"{name}_vs_base_high": _round(high)})
+            row.update({f"{name}_vs_base": _round(difference, digits), f"{name}_vs_base_low": _round(low, digits),
+                        f"{name}_vs_base_high": _round(high, digits)})
     return row
 
 
@@ -166,7 +167,7 @@ COMPARISON_COLUMNS = ["runs_of", "runs", "epochs", "final_mean", "final_std", "f
                       "selected_vs_base_high", "best_mean"]
 
 
-def comparison_table(groups: dict[str, list[Run]]) -> pd.DataFrame:
+def comparison_table(groups: dict[str, list[Run]], digits: int | None = 3) -> pd.DataFrame:
     """One row per named group of completed runs (the first is the base): as the ablation's summary,
     each later group's difference from the base with a 95% interval. A group with no run is left out."""
     rows, base = [], None
@@ -175,9 +176,35 @@ def comparison_table(groups: dict[str, list[Run]]) -> pd.DataFrame:
         if per_run.empty:
             continue
         rows.append({"runs_of": label, "epochs": "/".join(str(e) for e in sorted(per_run.epochs.unique())),
-                     **_against(per_run, base)})
+                     **_against(per_run, base, digits)})
         base = per_run if base is None else base
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+PAIRWISE_COLUMNS = ["dataset", "recipe", "validation_images", "configuration", "other", "runs", "other_runs",
+                    "final_difference", "final_low", "final_high", "selected_difference", "selected_low",
+                    "selected_high"]
+
+
+def pairwise_table(per_run: pd.DataFrame, digits: int | None = 3) -> pd.DataFrame:
+    """Within each dataset, recipe and validation split, every pair of configurations (in Table 1's
+    order): the first's mean final (and validation-selected) error minus the other's, with its 95%
+    interval (two-sample t, pooled variance). An interval that excludes 0 is a difference the seeds
+    resolve; the others are within the seed-to-seed spread."""
+    rows = []
+    for (dataset, recipe, validation), group in per_run.groupby(["dataset", "recipe", "validation_images"], sort=False):
+        configurations = list(dict.fromkeys(group.configuration))
+        for i, first in enumerate(configurations):
+            for other in configurations[i + 1:]:
+                a, b = group[group.configuration == first], group[group.configuration == other]
+                row = {"dataset": dataset, "recipe": recipe, "validation_images": validation, "configuration": first,
+                       "other": other, "runs": len(a), "other_runs": len(b)}
+                for column, name in (("final_test_error", "final"), ("selected_test_error", "selected")):
+                    difference, low, high = difference_interval(a[column], b[column])
+                    row.update({f"{name}_difference": _round(difference, digits), f"{name}_low": _round(low, digits),
+                                f"{name}_high": _round(high, digits)})
+                rows.append(row)
+    return pd.DataFrame(rows, columns=PAIRWISE_COLUMNS)
 
 
 def missing(value) -> bool:

@@ -1,0 +1,40 @@
+"""The docs: README.md is page one (short, and every link in it and in docs/ leads somewhere), and every
+number they quote is what capslib/study/quotes.py computes from the committed tables today (cog)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from cogapp import Cog
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def makefile_variable(name: str) -> str:
+    (line,) = [line for line in (REPO / "Makefile").read_text().splitlines() if line.startswith(f"{name} :=")]
+    return line.split(":=", 1)[1].strip()
+
+
+def test_every_quoted_number_is_generated_from_the_tables():
+    # what `make docs` runs with -r, run with --check: a stale number fails here (make docs fixes it)
+    argv = ["cog", "--check", "--diff", *shlex.split(makefile_variable("COG_FLAGS")), *map(str, DOCS)]
+    assert Cog().main(argv) == 0
+
+
+def test_the_readme_is_page_one():
+    text = (REPO / "README.md").read_text()
+    assert len(text) <= 10_000
+    # the status and the headline table come first, before any set-up detail
+    assert text.index("is not reproduced") < text.index("## Table 1") < text.index("make setup")
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_every_relative_link_leads_somewhere(path):
+    for target in re.findall(r"\]\(([^)#\s]+)", path.read_text()):
+        if "://" in target:
+            continue
+        assert (path.parent / target).exists(), f"{path.name} links to {target}, which does not exist"
