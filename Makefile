@@ -10,6 +10,7 @@
 #   make bench        speed of each training path -> results/benchmarks.md
 #   make docs         the numbers README.md and docs/ quote, generated from the committed tables
 #   make lab          JupyterLab on the repository (notebooks/ open; results/ in reach)
+#   make explore      JupyterLab opened on 10_explore: one image at a time through a trained CapsNet (ipywidgets)
 #   make clean        delete checkpoints, quick/ and scratch/ (never data/ or results/)
 #
 # The study, step by step. Each set of runs is declared once in capslib/study/studies.py and trained by
@@ -94,7 +95,7 @@ sweep = $(PYTHON) -m capslib sweep $1 --profile $(PROFILE) --seeds $(subst $() ,
 done = $(RESULTS)/$1/.done
 
 .PHONY: setup lock test mutation docs reproduce quick data table1 figures fashion validated ablation table1-official \
-	multimnist affine tables report bench lab clean
+	multimnist affine tables report bench lab explore clean
 .DELETE_ON_ERROR:
 
 setup:
@@ -182,10 +183,18 @@ docs:
 
 # Rooted at the repository, so results/ (figures, HTML reports) is in reach; opens on notebooks/.
 # --allow-root: containers often run as root. The pre-save hook keeps the committed notebooks'
-# metadata as committed (capslib/study/lab.py), so opening one leaves git status clean.
+# metadata as committed (capslib/study/lab.py), so opening one leaves git status clean. LAB_OPTIONS: more
+# of JupyterLab's options (the browser test: --no-browser, a port and a token).
+LAB_URL ?= /lab/tree/notebooks
 lab:
-	$(PYTHON) -m jupyter lab --allow-root --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
-		--ContentsManager.pre_save_hook=capslib.study.lab.keep_committed_metadata
+	$(PYTHON) -m jupyter lab --allow-root --ServerApp.root_dir=. --LabApp.default_url=$(LAB_URL) \
+		--ContentsManager.pre_save_hook=capslib.study.lab.keep_committed_metadata $(LAB_OPTIONS)
+
+# The explorer is a way to look at a model, not a step of the study: it shows one image at a time of the
+# model that 03 and 04 draw for the study (so `make reproduce` and `make report` leave it out). It needs a
+# live kernel and a browser: run all its cells, then use the widgets (tests/test_explorer_browser.py does).
+explore:
+	$(MAKE) --no-print-directory lab LAB_URL=/lab/tree/notebooks/10_explore.ipynb
 
 clean:
 	rm -rf runs quick scratch

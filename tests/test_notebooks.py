@@ -1,9 +1,9 @@
 """The study's notebooks, executed the way the Makefile runs them and the way a newcomer does.
 
 `make PROFILE=tiny STUDY_DIR=<tmp> reproduce` runs once per module (about two minutes on two CPU
-cores: every notebook, four 1-epoch training runs on 64 images, the HTML reports); the tests
-check what it wrote. A newcomer's run: a fresh clone, each notebook executed from its notebooks/
-folder with the committed defaults (02-05 at profile tiny, their one parameter, to fit CI), must
+cores: every notebook of the study, 10_explore aside, four 1-epoch training runs on 64 images, the HTML
+reports); the tests check what it wrote. A newcomer's run: a fresh clone, each notebook executed from its notebooks/
+folder with the committed defaults (02-05 and 10 at profile tiny, their one parameter, to fit CI), must
 succeed and leave `git status` clean. Also: the committed notebooks are clean, parameterised with
 plain literals and carry only the metadata JupyterLab's save hook keeps, and a bad parameter makes
 papermill and make fail loudly, leaving no finished target.
@@ -378,10 +378,11 @@ def test_committed_notebook_has_one_parameters_cell_of_literals(path):
         ast.literal_eval(statement.value)  # raises ValueError unless a literal
 
 
-def test_nine_committed_notebooks():
+def test_ten_committed_notebooks():
     assert [p.name for p in SOURCES] == ["01_data.ipynb", "02_train.ipynb", "03_reconstruct.ipynb",
                                          "04_perturb.ipynb", "05_fashion.ipynb", "06_summary.ipynb",
-                                         "07_ablation.ipynb", "08_multimnist.ipynb", "09_affine.ipynb"]
+                                         "07_ablation.ipynb", "08_multimnist.ipynb", "09_affine.ipynb",
+                                         "10_explore.ipynb"]
 
 
 def test_other_experiments_tables_and_runs(study, results):
@@ -469,8 +470,8 @@ def test_study_dir_with_a_space_is_one_make_error(tmp_path):
 # a newcomer: a fresh clone, every notebook run from notebooks/ with its defaults
 
 NEWCOMER_ORDER = ["01_data", "02_train", "03_reconstruct", "04_perturb", "05_fashion", "06_summary", "07_ablation",
-                  "08_multimnist", "09_affine"]
-NEWCOMER_LANES = [["01_data", "02_train", "03_reconstruct", "04_perturb", "06_summary"],
+                  "08_multimnist", "09_affine", "10_explore"]
+NEWCOMER_LANES = [["01_data", "02_train", "03_reconstruct", "04_perturb", "06_summary", "10_explore"],
                   ["05_fashion", "07_ablation", "08_multimnist", "09_affine"]]
 
 
@@ -523,7 +524,7 @@ def newcomer(fresh_clone, tmp_path_factory) -> dict:
                                         f"{name}.ipynb", str(out), *tiny], timeout=300, cwd=fresh_clone / "notebooks")
             executed[name] = (code, output, out)
 
-    # two lanes at once (CI has two cores), each in a newcomer's order; 03 and 04 use the run 02 trains
+    # two lanes at once (CI has two cores), each in a newcomer's order; 03, 04 and 10 use the run 02 trains
     # (without it, each would train the same run at once), so they share its lane
     with concurrent.futures.ThreadPoolExecutor(2) as lanes:
         list(lanes.map(run_in_order, NEWCOMER_LANES))
@@ -576,6 +577,19 @@ def test_newcomer_notebooks_say_where_their_model_comes_from(newcomer):
     assert "Training a short one now" not in text["03_reconstruct"]
     assert "Training a short one now" in text["04_perturb"] and "mnist_routing1_norecon_seed1" in text["04_perturb"]
     assert "Training a short one now" in text["05_fashion"]
+    assert "Run **mnist_routing3_recon_seed1** (the lowest final test error" in text["10_explore"]
+    assert "Training a short one now" not in text["10_explore"]
+
+
+def test_newcomer_explorer_is_a_static_report_too(newcomer):
+    # executed without a browser: the widgets (their state saved for a page that renders them), then the
+    # chosen image drawn as figures: its capsule lengths, its perturbation grid, its couplings
+    notebook = read_notebook(newcomer["executed"]["10_explore"][2])
+    outputs = [o for cell in code_cells(notebook) for o in cell["outputs"]]
+    assert sum("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs) == 1
+    assert "application/vnd.jupyter.widget-state+json" in notebook["metadata"]["widgets"]
+    (figures,) = [cell for cell in code_cells(notebook) if cell["id"] == "figures"]
+    assert [bool(o["data"].get("image/png")) for o in figures["outputs"]] == [True, True, True]
 
 
 def test_newcomer_summary_reproduces_the_committed_table(newcomer):

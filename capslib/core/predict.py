@@ -9,6 +9,7 @@ or colour.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -30,11 +31,13 @@ CENTRE = 14.0  # row and column index of MNIST's centres of mass (measured: 14.0
 INK = 0.05     # pixels above this (after step 2) count as ink for the bounding box: above JPEG noise
 
 
-def read_grey(path: Path | str, invert: bool = False) -> np.ndarray:
-    """The image at `path` as greyscale in [0, 1], light ink on a dark ground (steps 1 of CONVERSION)."""
-    path = Path(path)
+def read_grey(path: Path | str | BinaryIO, invert: bool = False, name: str | None = None) -> np.ndarray:
+    """The image at `path` (or in a binary file object: an upload's bytes in io.BytesIO) as greyscale
+    in [0, 1], light ink on a dark ground (steps 1 of CONVERSION). Errors name it `name` (default: the path)."""
+    source = path if hasattr(path, "read") else Path(path)
+    name = name or str(source)
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image = ImageOps.exif_transpose(image)  # photos: the orientation the camera recorded
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 ground = Image.new("RGBA", image.size, "white" if invert else "black")
@@ -42,7 +45,7 @@ def read_grey(path: Path | str, invert: bool = False) -> np.ndarray:
             grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, ValueError) as err:
         reason = str(err).splitlines()[0][:100] if str(err) else type(err).__name__
-        raise DataError(f"{path}: not a readable image ({reason})") from None
+        raise DataError(f"{name}: not a readable image ({reason})") from None
     return 1.0 - grey if invert else grey
 
 

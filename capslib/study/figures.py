@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,9 @@ from ..core.files import atomic_path
 DPI = 150
 
 
-def png_bytes(figure: Figure) -> bytes:
-    """`figure` as a PNG of exactly figsize × DPI pixels, in the smallest mode that shows it: 8-bit
+def png_bytes(figure: Figure, compact: bool = True) -> bytes:
+    """`figure` as a PNG of exactly figsize × DPI pixels; with `compact=False` as drawn (RGBA, ~10 ms to
+    encode: the explorer's widgets redraw while a person waits), else in the smallest mode that shows it: 8-bit
     grey for grey figures (the image grids, lossless), else a palette of at most 256 colours (exact
     when the figure has that few; charts with antialiased, translucent lines have thousands, which
     a 256-colour median cut shows the same to the eye at a third of the bytes). Keeps the committed
@@ -46,7 +48,10 @@ def png_bytes(figure: Figure) -> bytes:
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())
     buffer = io.BytesIO()
-    _compact_image(rgba).save(buffer, format="PNG", optimize=True)
+    if compact:
+        _compact_image(rgba).save(buffer, format="PNG", optimize=True)
+    else:
+        Image.fromarray(rgba, "RGBA").save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
@@ -93,6 +98,16 @@ def tile(images: np.ndarray, gap: int = 1, fill: float = 1.0) -> np.ndarray:
         for c in range(cols):
             canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = images[r, c]
     return canvas
+
+
+def image_png(image, scale: int = 6) -> bytes:
+    """A grey image in [0, 1] as an 8-bit PNG `scale` times its size, each pixel a sharp square
+    (nearest neighbour): what the explorer's widgets show, without matplotlib (~1 ms)."""
+    pixels = np.clip(_as_images(image)[0], 0.0, 1.0)
+    picture = Image.fromarray(np.round(pixels * 255).astype(np.uint8), "L")
+    buffer = io.BytesIO()
+    picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def _pixels(ax, image: np.ndarray) -> None:
@@ -156,12 +171,16 @@ def perturbation_figure(panels: list[np.ndarray], titles: list[str], deltas: np.
     """One panel per class (16 rows × 11 columns of images), rows of 5 panels; every panel's rows
     are numbered by dimension and its columns by the value added. Each image pixel is one pixel of
     the PNG (the decoder's 28×28 images, neither smoothed nor enlarged)."""
-    cols = 5
+    cols = min(5, max(1, len(panels)))  # one panel (the explorer's image) is no wider than it needs
     rows = max(1, (len(panels) + cols - 1) // cols)
     tile_h, tile_w = tile(panels[0]).shape if panels else (16 * 29 - 1, len(deltas) * 29 - 1)
     # layout in whole pixels, so that the images land on the pixel grid
-    left, gap, right, suptitle, title, ticks = 85, 75, 15, 80, 45, 100
+    left, gap, right, title, ticks = 85, 75, 15, 45, 100
     width = left + cols * tile_w + (cols - 1) * gap + right
+    heading = textwrap.wrap(f"Dimension perturbations: row d decodes the class capsule with {deltas[0]:+.2f} … "
+                            f"{deltas[-1]:+.2f} (steps of {deltas[1] - deltas[0]:.2f}) added to dimension d; "
+                            "the middle column (0) is the unchanged capsule", width // 12)  # ~12 px a character
+    suptitle = max(80, 40 + 25 * len(heading))  # 80 px above the 5-column figures (one line)
     band = title + tile_h + ticks
     height = suptitle + rows * band
     figure = Figure(figsize=(width / DPI, height / DPI))
@@ -179,9 +198,7 @@ def perturbation_figure(panels: list[np.ndarray], titles: list[str], deltas: np.
         if col == 0:
             ax.set_ylabel("capsule dimension", fontsize=8)
         ax.set_xlabel("value added to the dimension", fontsize=7, labelpad=2)
-    figure.suptitle(f"Dimension perturbations: row d decodes the class capsule with {deltas[0]:+.2f} … "
-                    f"{deltas[-1]:+.2f} (steps of {deltas[1] - deltas[0]:.2f}) added to dimension d; "
-                    "the middle column (0) is the unchanged capsule", fontsize=10, y=1 - 25 / height, va="top")
+    figure.suptitle("\n".join(heading), fontsize=10, y=1 - 25 / height, va="top")
     return figure
 
 
@@ -313,11 +330,12 @@ def routing_figure(images, change: np.ndarray, entropy: np.ndarray, labels, pred
     figure = Figure(figsize=(1.5 + 2.7 * iterations, 1.55 * count + 0.9), layout="constrained")
     axes = figure.subplots(count, 1 + iterations, squeeze=False, width_ratios=[0.55] + [1] * iterations)
     for row in range(count):
-        label, predicted = int(labels[row]), int(predictions[row])
+        label, predicted = labels[row], int(predictions[row])
         _pixels(axes[row, 0], images[row])
         axes[row, 0].set_axis_off()
-        axes[row, 0].set_title(f"{classes[label]} → {classes[predicted]}", fontsize=8,
-                               color="black" if label == predicted else "crimson")
+        known = label is not None  # an uploaded image has no true class
+        axes[row, 0].set_title(f"{classes[int(label)] if known else '?'} → {classes[predicted]}", fontsize=8,
+                               color="crimson" if known and int(label) != predicted else "black")
         for it in range(iterations):
             ax = axes[row, 1 + it]
             colors = ["#D55E00" if j == predicted else "#999999" for j in range(num_classes)]
@@ -331,8 +349,35 @@ def routing_figure(images, change: np.ndarray, entropy: np.ndarray, labels, pred
             ax.set_title(f"{heading}entropy {entropy[it, row]:.{decimals}f} bits", fontsize=8)
             if it == 0:
                 ax.set_ylabel("mean c_ij − 1/10\n(% points)", fontsize=8)
-    figure.suptitle("How routing moves the primary capsules' couplings away from uniform (1/10 to each class)\n"
-                    "true → predicted class at left; the predicted class in colour", fontsize=10)
+    heading = ["How routing moves the primary capsules' couplings away from uniform (1/10 to each class)",
+               "true → predicted class at left; the predicted class in colour"]
+    chars = int(figure.get_figwidth() * DPI / 11)  # ~11 px a character: one routing iteration is a narrow figure
+    figure.suptitle("\n".join(line for text in heading for line in textwrap.wrap(text, chars)), fontsize=10)
+    return figure
+
+
+def capsule_lengths_figure(lengths: np.ndarray, classes, predicted: int, label: int | None,
+                           margins: tuple[float, float], title: str = "") -> Figure:
+    """The lengths of one image's 10 class capsules (the predicted class in colour, the true class,
+    when known, marked), with the margin loss's targets: the true class's capsule above m⁺, the others
+    below m⁻ (`margins` = (m⁺, m⁻))."""
+    figure = Figure(figsize=(4.6, 2.6), layout="constrained")
+    ax = figure.subplots()
+    colors = ["#D55E00" if j == predicted else "#999999" for j in range(len(lengths))]
+    ax.bar(range(len(lengths)), lengths, color=colors)
+    for value, name in zip(margins, ("m⁺", "m⁻")):
+        ax.axhline(value, color="black", lw=0.8, ls=":")
+        ax.text(len(lengths) - 0.45, value, f"{name} {value:g}", fontsize=7, va="bottom", ha="right")
+    names = [str(c) for c in classes]
+    ax.set_xticks(range(len(lengths)), names, fontsize=8, rotation=0 if max(map(len, names)) <= 2 else 90)
+    if label is not None:
+        ax.get_xticklabels()[label].set_fontweight("bold")
+        ax.get_xticklabels()[label].set_color("black" if label == predicted else "crimson")
+    ax.set_ylim(0, 1)
+    ax.tick_params(labelsize=7)
+    ax.set_ylabel("capsule length ‖v_j‖", fontsize=8)
+    known = "" if label is None else f", true class {classes[label]} in bold"
+    ax.set_title(title or f"predicted {classes[predicted]} (the longest capsule, in colour){known}", fontsize=8)
     return figure
 
 
