@@ -54,6 +54,9 @@ DIVERGENCE = ["tests/test_train.py::test_a_nan_loss_stops_the_run_and_keeps_the_
 RECIPES = ["tests/test_recipes.py"]
 LOCKS = ["tests/test_gpus.py"]
 REPORTS = ["tests/test_reports.py"]
+MULTIMNIST_SHIFTS = "tests/test_generated.py::test_multimnist_shifts_are_every_shift_of_up_to_4_px_in_training_and_test"
+EXPANDED_SHIFTS = "tests/test_generated.py::test_expanded_mnist_shifts_are_every_shift_of_up_to_6_px_in_training_and_test"
+AFFINE_PARAMETERS = "tests/test_generated.py::test_affine_parameters_cover_the_affnist_ranges"
 # capslib evaluate on tiny MultiMNIST and expanded-MNIST runs (trained once per pytest process)
 GENERATED_EVAL = ["tests/test_cli.py::test_evaluate_multimnist_reproduces_the_test_error_training_logged",
                   "tests/test_cli.py::test_evaluate_multimnist_scores_test_pairs_of_the_first_test_subset_images",
@@ -300,6 +303,32 @@ MUTANTS = [
     Mutant('multimnist-test-set-redrawn', 'MultiMNISTSet.batch', 'for stream in range(5)]',
            'for stream in range(1, 6)]', ['tests/test_generated.py::test_multimnist_test_set_is_the_one_defined'],
            'the fixed MultiMNIST test pairs change (other hash streams)'),
+    # each random generator covers its range exactly: a range one short at one end is a bug no
+    # |shift| <= N check sees
+    Mutant('multimnist-shift-range-one-short', 'multimnist_epoch', 'torch.randint(-shift, shift + 1,',
+           'torch.randint(-shift, shift,', [MULTIMNIST_SHIFTS],
+           'MultiMNIST training shifts drawn from [-4, 3] instead of [-4, 4]'),
+    Mutant('multimnist-test-shift-range-one-short', 'MultiMNISTSet.batch', '_uniform_int(v, -self.shift, self.shift)',
+           '_uniform_int(v, -self.shift, self.shift - 1)', [MULTIMNIST_SHIFTS],
+           'MultiMNIST test shifts drawn from [-4, 3] instead of [-4, 4]'),
+    Mutant('hashed-integers-never-high', '_uniform_int', '(u * (high - low + 1))',
+           '(u * (high - low))', [MULTIMNIST_SHIFTS, EXPANDED_SHIFTS],
+           'the hashed test-set shifts never reach their highest value'),
+    Mutant('expanded-shift-5', 'DATASETS', 'source="mnist", pad=6, shift=6',
+           'source="mnist", pad=6, shift=5', [EXPANDED_SHIFTS],
+           'expanded MNIST trained on shifts of up to 5 px, not 6'),
+    Mutant('expanded-test-shift-range-one-short', 'ShiftedSet.batch', '-self.pad, self.pad)',
+           '-self.pad, self.pad - 1)', [EXPANDED_SHIFTS],
+           'expanded MNIST test shifts drawn from [-6, 5] instead of [-6, 6]'),
+    Mutant('all-shifts-range-one-short', 'epoch_data', 'side = 2 * max_shift + 1',
+           'side = 2 * max_shift', ['tests/test_recipes.py::test_all_shifts_epochs_show_every_image_in_all_25_shifts_per_pass'],
+           'the official stream holds 16 shifts per image ([-2, 1]²), not 25'),
+    Mutant('affine-rotation-one-degree-short', 'AFFINE_RANGES', '"rotation_degrees": (-20.0, 20.0)',
+           '"rotation_degrees": (-20.0, 19.0)', [AFFINE_PARAMETERS],
+           'affNIST-style rotations up to 19° one way, 20° the other'),
+    Mutant('affine-scale-y-one-step-short', 'AFFINE_RANGES', '"scale_y": (0.8, 1.2)',
+           '"scale_y": (0.8, 1.1)', [AFFINE_PARAMETERS],
+           'affNIST-style vertical scales up to 1.1, not 1.2'),
     Mutant('top2-rule-one-digit-enough', 'is_correct', '== targets.sort(dim=1).values).all(dim=1)',
            '== targets.sort(dim=1).values).any(dim=1)', ['tests/test_generated.py::test_top2_rule_on_hand_made_scores', 'tests/test_cli.py::test_evaluate_multimnist_scores_test_pairs_of_the_first_test_subset_images'],
            'a MultiMNIST pair counts as correct when one of its two digits is in place'),
