@@ -166,6 +166,7 @@ QUICK = ["--train-subset", "64", "--test-subset", "50", "--epochs", "1", "--devi
     (["--epochs=-1"], "--epochs"),
     (["--lr=0"], "--lr"),
     (["--lr=-0.001"], "--lr"),
+    (["--lr=1e38"], "--lr"),  # finite, but Adam's float lr overflows: refused here, not by a traceback
     (["--dataset=cifar10"], "--dataset"),
     (["--model=resnet"], "--model"),
 ])

@@ -95,6 +95,32 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, m
     assert list(read_run(tmp_path / "run").history.epoch) == [1]
 
 
+@pytest.mark.parametrize("error, status", [(RuntimeError("CUDA out of memory"), "failed"),
+                                           (KeyboardInterrupt(), "interrupted")], ids=["error", "ctrl-c"])
+def test_whatever_ends_a_run_early_is_recorded_in_run_json(tmp_path, monkeypatch, error, status):
+    """An exception escaping the training loop (a bug, an out-of-memory error, Ctrl-C) leaves run.json
+    saying how the run ended, never 'running'; the checkpoint of epoch 1 is kept, and resuming finishes
+    the run."""
+    real_epoch_examples = train_module.epoch_examples
+
+    def failing(config, images, labels, epoch):
+        if epoch == 1:
+            raise error
+        return real_epoch_examples(config, images, labels, epoch)
+
+    monkeypatch.setattr(train_module, "epoch_examples", failing)
+    with pytest.raises(type(error)):
+        train(small(tmp_path), **QUIET)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["status"] == status
+    assert info.get("error") == ("RuntimeError: CUDA out of memory" if status == "failed" else None)
+    assert checkpoint.load_checkpoint(tmp_path / "run")["epoch"] == 1
+    monkeypatch.undo()
+    resumed = train(small(tmp_path), resume=True, **QUIET)
+    assert resumed.info["status"] == "complete" and list(resumed.history.epoch) == [1, 2]
+    assert "error" not in resumed.info
+
+
 def test_logs_and_checkpoints_can_live_apart(tmp_path):
     config = small(tmp_path, "ckpt", epochs=1, logs_dir=str(tmp_path / "logs"))
     train(config, **QUIET)

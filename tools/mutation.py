@@ -51,6 +51,7 @@ RESUME = ["tests/test_train.py::test_resume_continues_the_same_trajectory",
           "tests/test_train.py::test_resume_refuses_a_different_setup"]
 SCHEDULE = ["tests/test_train.py::test_learning_rate_follows_the_seed_study_schedule"]
 DIVERGENCE = ["tests/test_train.py::test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint"]
+ENDED = ["tests/test_train.py::test_whatever_ends_a_run_early_is_recorded_in_run_json"]
 RECIPES = ["tests/test_recipes.py"]
 LOCKS = ["tests/test_gpus.py"]
 REPORTS = ["tests/test_reports.py"]
@@ -228,6 +229,9 @@ MUTANTS = [
     Mutant('divergence-not-detected', '_train', 'if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):',
            'if False:', DIVERGENCE,
            'a NaN loss is checkpointed and training goes on'),
+    Mutant('run-json-running-after-an-error', '_status_kept_true', 'write_run_info(log_dir, ended)',
+           'pass', ENDED,
+           "a run ended by an error or Ctrl-C is left 'running' in its run.json"),
     Mutant('checkpoint-without-adam-state', 'save_checkpoint', 'state.update(optimizer=optimizer.state_dict(),',
            'state.update(optimizer={**optimizer.state_dict(), "state": {}},', RESUME,
            "checkpoints lose Adam's moments"),

@@ -4,6 +4,7 @@ checkpoints. `train(config)` is all a notebook or the CLI calls."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -96,50 +97,71 @@ def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadlin
             "validation_images": config.validation_size,
             "sessions": sessions + [{**provenance(device), "start_epoch": start_epoch}], "status": "running"}
     write_run_info(log_dir, info)
-    train_x, train_y = to_tensors(data.train_images, data.train_labels, device)
-    scored = scored_sets(config, data, device)  # generated on the device for multimnist and mnist-expanded
-    shape = example_shape(config)
-    step = make_train_step(model, optimizer, path, device, config.batch_size, shape,
-                           dataset_info(config.dataset).targets)
-    info["setup_seconds"] = round(time.perf_counter() - started, 2)
-    log(f"{config.model} ({config.variant()}) on {config.dataset} ({len(train_x)} train / "
-        f"{len(scored['validation']) if 'validation' in scored else 0} validation / {len(scored['test'])} test examples), "
-        f"{info['parameters']:,} parameters, {info['sessions'][-1]['device']}, speed path {path.name}")
+    with _status_kept_true(log_dir, info):
+        train_x, train_y = to_tensors(data.train_images, data.train_labels, device)
+        scored = scored_sets(config, data, device)  # generated on the device for multimnist and mnist-expanded
+        shape = example_shape(config)
+        step = make_train_step(model, optimizer, path, device, config.batch_size, shape,
+                               dataset_info(config.dataset).targets)
+        info["setup_seconds"] = round(time.perf_counter() - started, 2)
+        log(f"{config.model} ({config.variant()}) on {config.dataset} ({len(train_x)} train / "
+            f"{len(scored['validation']) if 'validation' in scored else 0} validation / {len(scored['test'])} test examples), "
+            f"{info['parameters']:,} parameters, {info['sessions'][-1]['device']}, speed path {path.name}")
 
-    wall_before = history[-1]["wall_seconds"] if history else 0.0
-    saved_at, saved_epoch = None, start_epoch
-    writer = SummaryWriter(log_dir=str(log_dir), purge_step=start_epoch + 1)
+        wall_before = history[-1]["wall_seconds"] if history else 0.0
+        saved_at, saved_epoch = None, start_epoch
+        writer = SummaryWriter(log_dir=str(log_dir), purge_step=start_epoch + 1)
+        try:
+            for epoch in range(start_epoch, config.epochs):
+                row = _train_epoch(step, optimizer, config, path, epoch, train_x, train_y, progress)
+                done = epoch + 1
+                if done % config.eval_every and done != config.epochs:
+                    continue
+                row.update(_evaluate(model, scored, config, path))
+                row["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
+                if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):
+                    write_run_info(log_dir, {**info, "status": "diverged"})
+                    kept = f"the last good checkpoint ({ckpt_dir / LAST}, epoch {saved_epoch}) is kept" \
+                        if (ckpt_dir / LAST).is_file() else "no checkpoint had been written yet"
+                    raise TrainingDiverged(f"epoch {done}: loss is {row['train_loss']} (train) / {row['test_loss']} "
+                                           f"(test); training stopped, {kept}")
+                history.append(row)
+                if _is_best(history):
+                    ckpt.save_checkpoint(ckpt_dir / BEST, model, None, done, config, history, info["sessions"])
+                out_of_time = deadline is not None and time.time() >= deadline
+                if saved_at is None or time.monotonic() - saved_at >= CHECKPOINT_SECONDS or done == config.epochs \
+                        or out_of_time:
+                    ckpt.save_checkpoint(ckpt_dir / LAST, model, optimizer, done, config, history, info["sessions"])
+                    write_metrics(log_dir, history)  # the CSV never runs ahead of the checkpoint
+                    saved_at, saved_epoch = time.monotonic(), done
+                _log_scalars(writer, row)
+                log(_epoch_line(row, config.epochs))
+                if out_of_time and done < config.epochs:
+                    log(f"time limit reached after epoch {done}: checkpoint saved; resume to continue")
+                    return finish_run(log_dir, info, history, "stopped")
+        finally:
+            writer.close()
+        return finish_run(log_dir, info, history, "complete")
+
+
+@contextlib.contextmanager
+def _status_kept_true(log_dir: Path, info: dict):
+    """While the block runs, run.json says 'running'; whatever ends it early is recorded there, so
+    that no run.json says 'running' after its process has stopped (but for kill -9, which nothing
+    outlives): Ctrl-C or SIGTERM as 'interrupted', anything else as 'failed' with the error's line. A
+    diverged run has said so itself. The checkpoint written last is kept, to resume from."""
     try:
-        for epoch in range(start_epoch, config.epochs):
-            row = _train_epoch(step, optimizer, config, path, epoch, train_x, train_y, progress)
-            done = epoch + 1
-            if done % config.eval_every and done != config.epochs:
-                continue
-            row.update(_evaluate(model, scored, config, path))
-            row["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
-            if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):
-                write_run_info(log_dir, {**info, "status": "diverged"})
-                kept = f"the last good checkpoint ({ckpt_dir / LAST}, epoch {saved_epoch}) is kept" \
-                    if (ckpt_dir / LAST).is_file() else "no checkpoint had been written yet"
-                raise TrainingDiverged(f"epoch {done}: loss is {row['train_loss']} (train) / {row['test_loss']} "
-                                       f"(test); training stopped, {kept}")
-            history.append(row)
-            if _is_best(history):
-                ckpt.save_checkpoint(ckpt_dir / BEST, model, None, done, config, history, info["sessions"])
-            out_of_time = deadline is not None and time.time() >= deadline
-            if saved_at is None or time.monotonic() - saved_at >= CHECKPOINT_SECONDS or done == config.epochs \
-                    or out_of_time:
-                ckpt.save_checkpoint(ckpt_dir / LAST, model, optimizer, done, config, history, info["sessions"])
-                write_metrics(log_dir, history)  # the CSV never runs ahead of the checkpoint
-                saved_at, saved_epoch = time.monotonic(), done
-            _log_scalars(writer, row)
-            log(_epoch_line(row, config.epochs))
-            if out_of_time and done < config.epochs:
-                log(f"time limit reached after epoch {done}: checkpoint saved; resume to continue")
-                return finish_run(log_dir, info, history, "stopped")
-    finally:
-        writer.close()
-    return finish_run(log_dir, info, history, "complete")
+        yield
+    except TrainingDiverged:
+        raise
+    except BaseException as err:
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        ended = {**info, "status": status}
+        if status == "failed":
+            ended["error"] = (f"{type(err).__name__}: " + (str(err).splitlines() or [""])[0])[:300]
+        with contextlib.suppress(CapslibError):  # a full disk must not hide the error that ended the run
+            write_run_info(log_dir, ended)
+        raise
 
 
 def _train_epoch(step, optimizer, config, path, epoch, train_x, train_y, progress) -> dict:
