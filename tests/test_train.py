@@ -67,6 +67,35 @@ def test_a_non_empty_folder_is_never_overwritten(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
 
 
+def best_pt_alone(tmp_path, evaluations: int, **overrides):
+    """A folder holding a best.pt (untrained weights, `evaluations` rows of history) and no last.pt."""
+    config = small(tmp_path, **overrides)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    rows = [{"epoch": e + 1, "test_accuracy": 0.1} for e in range(evaluations)]
+    checkpoint.save_checkpoint(folder / "best.pt", checkpoint.model_for(config), None, evaluations, config, rows)
+    return folder, (folder / "best.pt").read_bytes()
+
+
+@pytest.mark.parametrize("evaluations, overrides, named", [(2, {}, "a run trained to epoch 2"),
+                                                           (1, {"routing_iterations": 3}, "another run")])
+def test_a_best_pt_that_is_not_this_runs_first_evaluation_is_never_overwritten(tmp_path, evaluations, overrides,
+                                                                                named):
+    """best.pt without last.pt is a run cut off while writing its first last.pt (which then starts
+    again): but not when it holds more than one evaluation, or the weights of another setup."""
+    folder, before = best_pt_alone(tmp_path, evaluations, **overrides)
+    with pytest.raises(RunFolderError, match=f"holds the best.pt of {named}.* move best.pt away"):
+        train(small(tmp_path), resume=True, **QUIET)
+    assert (folder / "best.pt").read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["best.pt"]
+
+
+def test_the_start_of_a_run_cut_off_says_resume_starts_it_again(tmp_path):
+    folder, before = best_pt_alone(tmp_path, 1)
+    with pytest.raises(RunFolderError, match="cut off before its first checkpoint: pass --resume"):
+        train(small(tmp_path), **QUIET)
+    assert (folder / "best.pt").read_bytes() == before
+
+
 def test_a_finished_run_needs_resume_to_continue(tmp_path):
     train(small(tmp_path, epochs=1), **QUIET)
     with pytest.raises(RunFolderError, match="--resume"):

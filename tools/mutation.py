@@ -51,6 +51,9 @@ RESUME = ["tests/test_train.py::test_resume_continues_the_same_trajectory",
           "tests/test_train.py::test_resume_refuses_a_different_setup"]
 SCHEDULE = ["tests/test_train.py::test_learning_rate_follows_the_seed_study_schedule"]
 DIVERGENCE = ["tests/test_train.py::test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint"]
+RESTART = ["tests/test_train.py::test_the_start_of_a_run_cut_off_says_resume_starts_it_again",
+           "tests/test_train.py::test_a_best_pt_that_is_not_this_runs_first_evaluation_is_never_overwritten",
+           "tests/test_interrupts.py::test_killed_while_writing_the_first_last_pt_resumes"]
 ENDED = ["tests/test_train.py::test_whatever_ends_a_run_early_is_recorded_in_run_json"]
 RECIPES = ["tests/test_recipes.py"]
 LOCKS = ["tests/test_gpus.py"]
@@ -232,6 +235,12 @@ MUTANTS = [
     Mutant('run-json-running-after-an-error', '_status_kept_true', 'write_run_info(log_dir, ended)',
            'pass', ENDED,
            "a run ended by an error or Ctrl-C is left 'running' in its run.json"),
+    Mutant('best-pt-blocks-a-restart', '_holds_only_a_start', 'start = {RUN_INFO, BEST} if folder == ckpt_dir else {RUN_INFO}',
+           'start = {RUN_INFO}', RESTART,
+           'a run killed while writing its first last.pt (best.pt written) can never be resumed or restarted'),
+    Mutant('restart-over-any-best-pt', '_check_restart_over', 'if conflicts or len(saved["history"]) != 1:',
+           'if False:', RESTART,
+           "starting a run again overwrites another run's best.pt, or one of a run trained further"),
     Mutant('checkpoint-without-adam-state', 'save_checkpoint', 'state.update(optimizer=optimizer.state_dict(),',
            'state.update(optimizer={**optimizer.state_dict(), "state": {}},', RESUME,
            "checkpoints lose Adam's moments"),

@@ -28,7 +28,7 @@ import pandas as pd
 from .config import TrainConfig, resume_conflicts
 from .errors import RunFolderError
 from .files import TEMPORARY_SUFFIX, atomic_write_text
-from .layout import LAST, METRICS, RUN_INFO, configuration_label
+from .layout import BEST, LAST, METRICS, RUN_INFO, configuration_label
 
 COLUMNS = ["epoch", "step", "lr", "train_loss", "train_margin_loss", "train_reconstruction_loss", "train_accuracy",
            "validation_loss", "validation_accuracy", "validation_error",
@@ -42,9 +42,12 @@ def _entries(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if not p.name.endswith(TEMPORARY_SUFFIX)] if folder.is_dir() else []
 
 
-def _holds_only_a_start(folder: Path) -> bool:
-    """What a run writes before its first checkpoint: nothing worth keeping if it was cut off."""
-    return all(p.name == RUN_INFO or p.name.startswith("events.out.tfevents") for p in _entries(folder))
+def _holds_only_a_start(folder: Path, ckpt_dir: Path) -> bool:
+    """What a run writes before its first resumable checkpoint: run.json, TensorBoard events and, in
+    the checkpoint folder, best.pt (written just before the first last.pt; train.py checks that it is
+    this run's first evaluation before starting the run again over it)."""
+    start = {RUN_INFO, BEST} if folder == ckpt_dir else {RUN_INFO}
+    return all(p.name in start or p.name.startswith("events.out.tfevents") for p in _entries(folder))
 
 
 @contextlib.contextmanager
@@ -110,8 +113,11 @@ def _checkpoint_to_resume(ckpt_dir: Path, log_dir: Path, resume: bool) -> Path |
     if resume and last.is_file():
         return last
     for folder, flag in _folders(ckpt_dir, log_dir):
-        if _entries(folder) and not (resume and _holds_only_a_start(folder)):
-            if not (folder / LAST).is_file():
+        if _entries(folder) and not (resume and _holds_only_a_start(folder, ckpt_dir)):
+            if _holds_only_a_start(folder, ckpt_dir):
+                hint = ("it holds the start of a run cut off before its first checkpoint: pass --resume "
+                        "(notebook: resume = True) to start that run again")
+            elif not (folder / LAST).is_file():
                 hint = "it holds no checkpoint to resume"
             elif folder == ckpt_dir:
                 hint = "pass --resume (notebook: resume = True) to continue it"

@@ -52,6 +52,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = False, log
     config = placed(config).validate()  # without folders: runs/<run name> (layout.py)
     ckpt_dir, log_dir = Path(config.ckpt_dir), config.log_dir
     with open_run_folder(ckpt_dir, log_dir, resume) as resume_from:
+        if resume and resume_from is None and (ckpt_dir / BEST).is_file():
+            _check_restart_over(ckpt_dir / BEST, config, log)
         saved = ckpt.load_resumable(resume_from) if resume_from else None
         if saved is not None:
             check_logs_belong_to(log_dir, TrainConfig.from_dict(saved["config"]), resume_from)
@@ -66,6 +68,21 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = False, log
                 # killed between its last checkpoint and its final logs: finish them from the checkpoint
                 return finish_run(log_dir, info, saved["history"], "complete")
         return _train(config, saved, progress, log, deadline)
+
+
+def _check_restart_over(best: Path, config: TrainConfig, log) -> None:
+    """A run killed while it wrote its first last.pt leaves the best.pt written just before, and
+    nothing to resume from: it starts again, and its first evaluation rewrites best.pt. Unless that
+    best.pt is not this run's first evaluation (another setup's, or one of several evaluations): that
+    is never overwritten."""
+    saved = ckpt.load_checkpoint(best)
+    conflicts = resume_conflicts(TrainConfig.from_dict(saved["config"]), config)
+    if conflicts or len(saved["history"]) != 1:
+        whose = f"another run ({conflicts[0]})" if conflicts else f"a run trained to epoch {saved['epoch']}"
+        raise RunFolderError(f"{best.parent} holds the best.pt of {whose} but no last.pt to resume from; "
+                             "move best.pt away to start this run there, or choose another folder")
+    log(f"{best.parent}: the run was cut off before its first resumable checkpoint (best.pt of epoch "
+        f"{saved['epoch']}, no last.pt): starting it again")
 
 
 def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadline: float | None) -> Run:
