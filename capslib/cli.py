@@ -19,11 +19,12 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from .core.config import TrainConfig, check, kind
-from .core.errors import CapslibError, TrainingDiverged
+from .core.errors import CapslibError, Terminated, TrainingDiverged, raise_on_sigterm
 from .study.studies import STUDIES
 
 EXIT_USAGE, EXIT_DIVERGED = 2, 1
@@ -394,19 +395,26 @@ def run_bench(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Ctrl-C anywhere, in the imports that a command pulls in too, is one line, never a traceback.
+    # Ctrl-C anywhere, in the imports that a command pulls in too, is one line, never a traceback; so is
+    # SIGTERM (kill, scancel, a sweep stopping its runs), raised as Terminated, a KeyboardInterrupt.
     args = None
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
+    previous = raise_on_sigterm() if in_main_thread else None
     try:
         args = build_parser().parse_args(argv)
         return _run_command(args)
-    except KeyboardInterrupt:
-        print(f"capslib{f' {args.command}' if args else ''}: {_interrupted(args)}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        print(f"capslib{f' {args.command}' if args else ''}: {_interrupted(args, terminated)}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except BrokenPipeError:
         # whoever read our output stopped (`capslib sweep --list | head -1`): stop quietly, as Unix tools
         # do; stdout goes to /dev/null so that Python's own flush at exit does not fail again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)  # main() may be called in a longer process (tests, notebooks)
 
 
 def _run_command(args) -> int:
@@ -425,16 +433,20 @@ def _run_command(args) -> int:
     return status or 0
 
 
-def _interrupted(args) -> str:
-    """What an interrupted command leaves behind, as it is: for train, the checkpoint to resume, if any."""
+def _interrupted(args, terminated: bool = False) -> str:
+    """What an interrupted command leaves behind, as it is: for train, the checkpoint to resume, if any;
+    for sweep, runs that the same command continues."""
+    how = "terminated (SIGTERM)" if terminated else "interrupted"
+    if args is not None and args.command == "sweep" and not args.list:
+        return f"{how}; its runs stopped, each keeping its last checkpoint: run the same command again to continue them"
     if args is None or args.command != "train" or not args.ckpt_dir:
-        return "interrupted"
+        return how
     from .core.layout import LAST
 
     last = Path(args.ckpt_dir) / LAST
     if last.is_file():
-        return f"interrupted; the last checkpoint written, {last}, is kept: add --resume to continue from it"
-    return f"interrupted before the run's first checkpoint: {args.ckpt_dir} holds no checkpoint to resume"
+        return f"{how}; the last checkpoint written, {last}, is kept: add --resume to continue from it"
+    return f"{how} before the run's first checkpoint: {args.ckpt_dir} holds no checkpoint to resume"
 
 
 if __name__ == "__main__":

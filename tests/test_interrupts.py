@@ -7,15 +7,19 @@ Every run here is tiny (64 training images at batch 32, one or two epochs, CPU).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+
+from capslib.core.runs import open_run_folder
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--train-subset", "64", "--test-subset", "50", "--batch-size", "32", "--routing", "1", "--device", "cpu"]
@@ -66,3 +70,105 @@ def test_killed_while_writing_the_first_last_pt_resumes(tmp_path):
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "complete" and info["summary"]["epochs_done"] == epochs
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sigterm_stops_capslib_train_as_ctrl_c_does(tmp_path):
+    """SIGTERM (kill, scancel) to a training run: one line naming the checkpoint to resume from, exit
+    status 143, and run.json says 'interrupted' (it used to say 'running' for ever)."""
+    run = tmp_path / "run"
+    train = subprocess.Popen([sys.executable, "-m", "capslib", "train", *TINY, "--epochs", "1000", "--ckpt-dir", str(run)],
+                             cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (run / "last.pt").is_file(), 240, "the run wrote no checkpoint")
+        train.send_signal(signal.SIGTERM)
+        _, stderr = train.communicate(timeout=60)
+    finally:
+        train.kill()
+    assert train.returncode == 128 + signal.SIGTERM
+    line = one_line(stderr)
+    assert "terminated (SIGTERM)" in line and str(run / "last.pt") in line and "--resume" in line
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+
+
+# ---------------------------------------------------------------------------------------------
+# a sweep of two runs at a time, stopped
+
+
+SWEPT = ("mnist_routing1_norecon_seed1", "mnist_routing1_recon_seed1")
+
+
+def sweep_argv(root: Path, epochs: int) -> list[str]:
+    return [sys.executable, "-m", "capslib", "sweep", "table1", "--profile", "tiny", "--seeds", "1", "--jobs", "2",
+            "--device", "cpu", "--epochs", str(epochs), "--only", SWEPT[0], "--only", SWEPT[1],
+            "--runs-dir", str(root / "runs"), "--results-dir", str(root / "results")]
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                pass  # gone meanwhile
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie that its new parent has not reaped yet has stopped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} after {seconds} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from Linux's /proc")
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_stopped_sweep_stops_its_runs_and_a_rerun_continues_them(tmp_path, stop):
+    """`capslib sweep --jobs 2` stopped by SIGTERM (kill, scancel) or SIGKILL while both its runs train:
+    the pool's workers and the resource tracker end too (they used to be adopted by init and train on,
+    holding their folders' locks), and each run's run.json says 'interrupted'. After SIGTERM the sweep
+    says so in one line and, run again, continues both runs from their checkpoints; after SIGKILL (the
+    same on disk) the run folders are free."""
+    sweep = subprocess.Popen(sweep_argv(tmp_path, epochs=1000), cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    workers = []
+    try:
+        lasts = [tmp_path / "runs" / "table1" / name / "last.pt" for name in SWEPT]
+        wait_until(lambda: all(last.is_file() for last in lasts), 240, "the runs wrote no checkpoint")
+        workers = children(sweep.pid)
+        assert len(workers) == 3  # two workers and multiprocessing's resource tracker
+        sweep.send_signal(stop)
+        _, stderr = sweep.communicate(timeout=60)
+        wait_until(lambda: not any(map(alive, workers)), 60, "the sweep's processes still run")
+    finally:
+        sweep.kill()
+        for pid in filter(alive, workers):  # nothing of this test outlives it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    logs = [tmp_path / "results" / "table1" / name for name in SWEPT]
+    assert [json.loads((log / "run.json").read_text())["status"] for log in logs] == ["interrupted"] * 2
+    if stop == signal.SIGKILL:  # what remains is as after SIGTERM (below): the run folders are free
+        for name, log in zip(SWEPT, logs):
+            with open_run_folder(tmp_path / "runs" / "table1" / name, log, resume=True) as checkpoint:
+                assert checkpoint.name == "last.pt"
+        return
+    assert sweep.returncode == 128 + signal.SIGTERM
+    assert "run the same command again" in one_line(stderr)
+    trained = max(int((log / "metrics.csv").read_text().splitlines()[-1].split(",")[0]) for log in logs)
+    rerun = subprocess.run(sweep_argv(tmp_path, epochs=trained + 1), cwd=tmp_path, env=ENV, capture_output=True,
+                           text=True, timeout=300)
+    assert rerun.returncode == 0 and "2 of 2 runs finished" in rerun.stdout, rerun.stdout + rerun.stderr
+    for log in logs:
+        info = json.loads((log / "run.json").read_text())
+        assert info["status"] == "complete" and info["summary"]["epochs_done"] == trained + 1
+        assert [s["start_epoch"] for s in info["sessions"]][0] == 0 and len(info["sessions"]) == 2

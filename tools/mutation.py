@@ -54,6 +54,7 @@ DIVERGENCE = ["tests/test_train.py::test_a_nan_loss_stops_the_run_and_keeps_the_
 RESTART = ["tests/test_train.py::test_the_start_of_a_run_cut_off_says_resume_starts_it_again",
            "tests/test_train.py::test_a_best_pt_that_is_not_this_runs_first_evaluation_is_never_overwritten",
            "tests/test_interrupts.py::test_killed_while_writing_the_first_last_pt_resumes"]
+SWEEP_STOPPED = "tests/test_interrupts.py::test_a_stopped_sweep_stops_its_runs_and_a_rerun_continues_them"
 ENDED = ["tests/test_train.py::test_whatever_ends_a_run_early_is_recorded_in_run_json"]
 RECIPES = ["tests/test_recipes.py"]
 LOCKS = ["tests/test_gpus.py"]
@@ -241,6 +242,14 @@ MUTANTS = [
     Mutant('restart-over-any-best-pt', '_check_restart_over', 'if conflicts or len(saved["history"]) != 1:',
            'if False:', RESTART,
            "starting a run again overwrites another run's best.pt, or one of a run trained further"),
+    Mutant('sigterm-kills-capslib-train', 'main', 'previous = raise_on_sigterm() if in_main_thread else None',
+           'previous = None', ['tests/test_interrupts.py::test_sigterm_stops_capslib_train_as_ctrl_c_does'],
+           "SIGTERM kills capslib train outright: no line, and run.json says 'running' for ever"),
+    Mutant('sweep-workers-die-on-sigterm', '_train_in_worker', '    raise_on_sigterm()\n', '', [SWEEP_STOPPED + "[SIGTERM]"],
+           "a stopped sweep's runs are killed mid-step, their run.json left 'running'"),
+    Mutant('sweep-workers-outlive-their-sweep', '_stop_when_orphaned', 'os.kill(os.getpid(), signal.SIGTERM)',
+           'pass', [SWEEP_STOPPED + "[SIGKILL]"],
+           "a sweep killed outright leaves its runs training, adopted by init, holding their folders' locks"),
     Mutant('checkpoint-without-adam-state', 'save_checkpoint', 'state.update(optimizer=optimizer.state_dict(),',
            'state.update(optimizer={**optimizer.state_dict(), "state": {}},', RESUME,
            "checkpoints lose Adam's moments"),

@@ -7,17 +7,22 @@ finished run is never trained twice. On a GPU machine each run claims a GPU that
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 
 from ..core.config import TrainConfig, resume_conflicts
-from ..core.errors import CapslibError
+from ..core.errors import CapslibError, raise_on_sigterm
 from ..core.runs import Run, read_run, summary_line
 
 
 # A run started with less time than this before the deadline would spend it compiling, not training.
 MIN_SECONDS_TO_START = 90
+ORPHAN_POLL_SECONDS = 0.5  # how often a pool worker checks that its sweep is still there
 
 
 def sweep(configs: list[TrainConfig], jobs: int = 1, log=print, deadline: float | None = None) -> int:
@@ -30,14 +35,43 @@ def sweep(configs: list[TrainConfig], jobs: int = 1, log=print, deadline: float 
         results = [_train_one(task) for task in tasks]
     else:
         # spawn, not fork: CUDA cannot be used in a forked child; one run per process, so that each
-        # releases its GPU (memory and lock) when it ends.
-        with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
-            results = pool.map(_train_one, tasks, chunksize=1)
+        # releases its GPU (memory and lock) when it ends. Stopping the sweep stops its runs: on Ctrl-C
+        # or SIGTERM (a KeyboardInterrupt here, see cli.main) leaving the block terminates the pool,
+        # whose SIGTERM each run records; a sweep killed outright leaves its runs to stop themselves.
+        with multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_started, initargs=(os.getpid(),),
+                                                       maxtasksperchild=1) as pool:
+            results = pool.map(_train_in_worker, tasks, chunksize=1)
     for name, ok, message in results:
         log(f"{'done' if ok else 'NOT DONE'}  {name}: {message}")
     finished = sum(ok for _, ok, _ in results)
     log(f"{finished} of {len(results)} runs finished")
     return 0 if finished == len(results) else 1
+
+
+def _worker_started(sweep_pid: int) -> None:
+    """In each pool worker, first. Ctrl-C reaches every process of the terminal's foreground group: the
+    sweep alone handles it (it stops its workers as on SIGTERM). A worker whose sweep has gone (kill -9,
+    which nothing can handle) must not train on for ever, orphaned, holding its run folder's lock: it
+    stops its own run as SIGTERM would."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_stop_when_orphaned, args=(sweep_pid,), name="watch-sweep", daemon=True).start()
+
+
+def _stop_when_orphaned(sweep_pid: int) -> None:
+    while os.getppid() == sweep_pid:  # an orphan is adopted by init (or a subreaper)
+        time.sleep(ORPHAN_POLL_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _train_in_worker(task: tuple[dict, float | None]) -> tuple[str, bool, str]:
+    """_train_one in a pool worker, where SIGTERM stops the run as Ctrl-C stops `capslib train`; the run
+    records it (run.json: interrupted), then the worker ends without a traceback. Before its task a
+    worker has no run to stop: SIGTERM ends it at once."""
+    raise_on_sigterm()
+    try:
+        return _train_one(task)
+    except KeyboardInterrupt:
+        sys.exit(128 + signal.SIGTERM)
 
 
 def _train_one(task: tuple[dict, float | None]) -> tuple[str, bool, str]:
