@@ -211,7 +211,8 @@ def build_parser() -> Parser:
     predict.add_argument("--invert", action="store_true",
                          help="the images have dark ink on a light ground (a pen on paper): invert them first")
     predict.add_argument("--save-converted", metavar="DIR",
-                         help="also write each converted 28×28 image to DIR (as <name>.28x28.png): what the model saw")
+                         help="also write each converted image to DIR, as <name>.28x28.png (40x40 for an expanded-MNIST "
+                              "model): what the model saw")
     predict.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
 
     bench = commands.add_parser("bench", help="training throughput of each speed path (CUDA)")
@@ -348,12 +349,13 @@ def run_predict(args) -> None:
     from .core.checkpoint import load_model
     from .core.datasets import dataset_info
     from .core.evaluate import predict
-    from .core.predict import load_images, save_grey
+    from .core.predict import in_frame, load_images, save_grey
     from .core.speed import resolve_device
 
     images = load_images(args.images, args.invert)  # every image checked before the model loads
     device = resolve_device(args.device)
     model, config, _ = load_model(args.ckpt_path, device)
+    images = in_frame(images, config.dataset, args.ckpt_path)  # what the model reads
     classes = dataset_info(config.dataset).classes
     scores = predict(model, images.to(device))[0].cpu()
     kind = "capsule lengths" if config.model == "capsnet" else "softmax probabilities"
@@ -366,7 +368,8 @@ def run_predict(args) -> None:
         if args.save_converted:
             folder = Path(args.save_converted)
             folder.mkdir(parents=True, exist_ok=True)
-            save_grey(image, folder / f"{Path(path).stem}.28x28.png")
+            size = image.shape[-1]
+            save_grey(image, folder / f"{Path(path).stem}.{size}x{size}.png")
 
 
 def run_report(args) -> None:

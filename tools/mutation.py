@@ -55,6 +55,7 @@ RESTART = ["tests/test_train.py::test_the_start_of_a_run_cut_off_says_resume_sta
            "tests/test_train.py::test_a_best_pt_that_is_not_this_runs_first_evaluation_is_never_overwritten",
            "tests/test_interrupts.py::test_killed_while_writing_the_first_last_pt_resumes"]
 SWEEP_STOPPED = "tests/test_interrupts.py::test_a_stopped_sweep_stops_its_runs_and_a_rerun_continues_them"
+PREDICT = ["tests/test_predict.py"]
 ENDED = ["tests/test_train.py::test_whatever_ends_a_run_early_is_recorded_in_run_json"]
 RECIPES = ["tests/test_recipes.py"]
 LOCKS = ["tests/test_gpus.py"]
@@ -391,6 +392,13 @@ MUTANTS = [
     Mutant('train-step-counts-argmin', 'step_statistics', 'correct = is_correct(output.scores, targets)',
            'correct = is_correct(-output.scores, targets)', SPEED,
            'train accuracy counts the lowest scores'),
+    # --- capslib predict ----------------------------------------------------------------------
+    Mutant('predict-digit-in-the-corner', 'in_frame', 'F.pad(images, (info.pad,) * 4)',
+           'F.pad(images, (0, 2 * info.pad, 0, 2 * info.pad))', PREDICT,
+           "an expanded-MNIST model reads the digit in its frame's corner, not its middle"),
+    Mutant('predict-multimnist-accepted', 'in_frame', 'if info.targets > 1:',
+           'if False:', PREDICT,
+           'a MultiMNIST model is given one digit: a traceback from its primary capsules'),
     # --- figures ---------------------------------------------------------------------------
     Mutant('reconstruction-panel-shows-input', 'reconstruction_figure', '_pixels(pair[1], reconstructions[i])',
            '_pixels(pair[1], images[i])', FIGURES,
