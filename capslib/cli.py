@@ -213,6 +213,7 @@ def build_parser() -> Parser:
     predict.add_argument("--save-converted", metavar="DIR",
                          help="also write each converted image to DIR, as <name>.28x28.png (40x40 for an expanded-MNIST "
                               "model): what the model saw")
+    predict.add_argument("--overwrite", action="store_true", help="replace converted images already in --save-converted")
     predict.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
 
     bench = commands.add_parser("bench", help="training throughput of each speed path (CUDA)")
@@ -352,24 +353,44 @@ def run_predict(args) -> None:
     from .core.predict import in_frame, load_images, save_grey
     from .core.speed import resolve_device
 
+    folder = Path(args.save_converted) if args.save_converted else None
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise CapslibError(f"--save-converted {folder} is a file; give a folder to write the converted images to")
     images = load_images(args.images, args.invert)  # every image checked before the model loads
     device = resolve_device(args.device)
     model, config, _ = load_model(args.ckpt_path, device)
     images = in_frame(images, config.dataset, args.ckpt_path)  # what the model reads
+    if folder is not None:  # checked before anything is written or printed
+        size = images.shape[-1]
+        converted = [folder / f"{Path(path).stem}.{size}x{size}.png" for path in args.images]
+        _check_converted(converted, args.images, args.overwrite)
     classes = dataset_info(config.dataset).classes
     scores = predict(model, images.to(device))[0].cpu()
     kind = "capsule lengths" if config.model == "capsnet" else "softmax probabilities"
     if config.model != "capsnet":
         scores = scores.softmax(dim=1)
-    for path, image, row in zip(args.images, images, scores):
+    if folder is not None:
+        for image, target in zip(images, converted):
+            save_grey(image, target)
+    for path, row in zip(args.images, scores):
         best = int(row.argmax())
         listed = "  ".join(f"{name} {value:.3f}" for name, value in zip(classes, row.tolist()))
         print(f"{path}: {classes[best]}  ({kind}: {listed})")
-        if args.save_converted:
-            folder = Path(args.save_converted)
-            folder.mkdir(parents=True, exist_ok=True)
-            size = image.shape[-1]
-            save_grey(image, folder / f"{Path(path).stem}.{size}x{size}.png")
+
+
+def _check_converted(converted: list[Path], images: list[Path], overwrite: bool) -> None:
+    """The converted images' files: never one written twice (two images of one name), nor one that exists
+    replaced without --overwrite, nor a folder in the way."""
+    seen = {}
+    for target, image in zip(converted, images):
+        if target in seen:
+            raise CapslibError(f"--save-converted: {seen[target]} and {image} would both be written to {target}; "
+                               "rename one, or predict them in two commands")
+        seen[target] = image
+        if target.is_dir():
+            raise CapslibError(f"--save-converted: {target} is a folder, where the converted {image} would go")
+        if target.exists() and not overwrite:
+            raise CapslibError(f"--save-converted: {target} exists; pass --overwrite to replace it")
 
 
 def run_report(args) -> None:

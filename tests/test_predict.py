@@ -223,6 +223,37 @@ def test_a_multimnist_model_is_refused_in_one_line(test_digits, tmp_path):
     assert str(checkpoint) in line and "two overlapping digits" in line and "capslib evaluate" in line
 
 
+@pytest.mark.parametrize("case", ["folder-is-a-file", "converted-exists", "two-images-one-name"])
+def test_save_converted_never_replaces_a_file_unasked(checkpoint, test_digits, tmp_path, case):
+    """--save-converted onto a file used to print the predictions, then a traceback; a converted image
+    already there was replaced silently. Now each is one line, before anything is printed or written."""
+    images, _ = test_digits
+    paths = [tmp_path / "a" / "digit.png", tmp_path / "b" / "digit.png"]
+    for path, image in zip(paths, images):
+        path.parent.mkdir()
+        Image.fromarray(image).save(path)
+    seen = tmp_path / "seen"
+    if case == "folder-is-a-file":
+        seen.write_text("my notes")
+    elif case == "converted-exists":
+        seen.mkdir()
+        (seen / "digit.28x28.png").write_text("an earlier file")
+    given = paths if case == "two-images-one-name" else paths[:1]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code, out, err = cli("predict", *given, "--ckpt-path", checkpoint, "--device", "cpu", "--save-converted", seen)
+    assert code == 2 and out == ""
+    line = one_line(err)
+    assert line.startswith("capslib predict: error: --save-converted") and str(seen) in line
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    if case == "converted-exists":
+        assert "--overwrite" in line
+        code, out, err = cli("predict", *given, "--ckpt-path", checkpoint, "--device", "cpu", "--save-converted",
+                             seen, "--overwrite")
+        assert code == 0 and len(out.splitlines()) == 1, err
+        with Image.open(seen / "digit.28x28.png") as saved:
+            assert saved.size == (28, 28)
+
+
 def test_predict_help_states_the_conversion():
     code, out, _ = cli("predict", "--help")
     assert code == 0

@@ -399,6 +399,9 @@ MUTANTS = [
     Mutant('predict-multimnist-accepted', 'in_frame', 'if info.targets > 1:',
            'if False:', PREDICT,
            'a MultiMNIST model is given one digit: a traceback from its primary capsules'),
+    Mutant('save-converted-replaces-unasked', '_check_converted', 'if target.exists() and not overwrite:',
+           'if False:', PREDICT,
+           'predict --save-converted replaces a file already there without --overwrite'),
     # --- figures ---------------------------------------------------------------------------
     Mutant('reconstruction-panel-shows-input', 'reconstruction_figure', '_pixels(pair[1], reconstructions[i])',
            '_pixels(pair[1], images[i])', FIGURES,

@@ -16,6 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .datasets import dataset_info
 from .errors import CapslibError, DataError
+from .files import atomic_path
 
 # What `capslib predict --help` and the README say the conversion does.
 CONVERSION = """\
@@ -104,6 +105,8 @@ def in_frame(images: torch.Tensor, dataset: str, checkpoint: Path | str) -> torc
 
 
 def save_grey(image: torch.Tensor | np.ndarray, path: Path | str) -> None:
-    """A square image in [0, 1] (any leading dimensions of size 1) as an 8-bit greyscale PNG."""
+    """A square image in [0, 1] (any leading dimensions of size 1) as an 8-bit greyscale PNG, written
+    atomically (a failed write is a CapslibError naming the file)."""
     pixels = np.asarray(image, dtype=np.float32).squeeze()
-    Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(tmp, format="PNG")
