@@ -412,6 +412,19 @@ def test_run_json_records_the_flags(recon):
     assert len(info["sessions"]) == 1 and info["sessions"][0]["start_epoch"] == 0
 
 
+def test_an_explicit_none_is_honoured_end_to_end(tmp_path, monkeypatch):
+    """`--recipe official --lr-decay-steps none` trains the per-epoch schedule: run.json records None (it
+    used to record the recipe's 2000, dropping the flag) and the run's name shows the variant."""
+    monkeypatch.chdir(tmp_path)  # the run goes to runs/<run name>
+    code, out, err = cli("train", "--recipe", "official", "--lr-decay-steps", "none", "--routing", "1",
+                         "--batch-size", "32", *QUICK)
+    assert code == 0, err
+    folder = tmp_path / "runs" / "mnist_routing1_recon_official-schedule_seed1"
+    info = json.loads((folder / "run.json").read_text())
+    assert info["config"]["lr_decay_steps"] is None and info["variant"] == "official-schedule"
+    assert info["config"]["lr_decay"] == 0.96 and info["config"]["min_lr"] == 1e-6  # the rest of the recipe
+
+
 def test_metrics_csv_has_one_row_per_epoch(recon):
     metrics = recon.metrics
     assert metrics.epoch.tolist() == [1]

@@ -369,6 +369,17 @@ def test_sweep_of_a_study_finished_elsewhere_trains_nothing_even_on_a_cpu(tmp_pa
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
+def test_a_seed_named_twice_is_refused_in_one_line(tmp_path):
+    """--seeds 1,1 trained one run twice, into one folder: refused before anything starts."""
+    refused = subprocess.run([sys.executable, "-m", "capslib", "sweep", "table1", "--seeds", "1,1", "--profile", "tiny",
+                              "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stdout == ""
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("capslib sweep: error: --seeds") and "1,1" in line and "twice" in line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_full_size_sweep_without_a_gpu_is_refused_in_one_line(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "capslib", "sweep", "precision", "--runs-dir", str(tmp_path / "runs"),
                               "--results-dir", str(tmp_path / "results")], capture_output=True, text=True, cwd=REPO,
