@@ -370,9 +370,10 @@ def test_sweep_of_a_study_finished_elsewhere_trains_nothing_even_on_a_cpu(tmp_pa
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
 def test_a_seed_named_twice_is_refused_in_one_line(tmp_path):
-    """--seeds 1,1 trained one run twice, into one folder: refused before anything starts."""
+    """--seeds 1,1 trained one run twice, into one folder: refused before anything starts (--list: were it
+    not refused, the sweep would only list its runs, not train them)."""
     refused = subprocess.run([sys.executable, "-m", "capslib", "sweep", "table1", "--seeds", "1,1", "--profile", "tiny",
-                              "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")],
+                              "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--list"],
                              cwd=REPO, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and refused.stdout == ""
     (line,) = refused.stderr.strip().splitlines()
