@@ -72,6 +72,49 @@ def test_killed_while_writing_the_first_last_pt_resumes(tmp_path):
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
+# Python that stalls while capslib.cli loads (an import finder prints "importing" and sleeps when
+# capslib.study.studies is asked for), then starts capslib as ENTRY says: a real Ctrl-C lands there.
+SLOW_IMPORT = textwrap.dedent("""
+    import sys, time
+
+    class Slow:
+        def find_spec(self, name, path=None, target=None):
+            if name == "capslib.study.studies":
+                print("importing", flush=True)
+                time.sleep(60)
+            return None
+
+    sys.meta_path.insert(0, Slow())
+""")
+
+
+def console_script() -> str:
+    """What pip writes for the `capslib` command, from pyproject.toml's entry point."""
+    import tomllib
+
+    module, function = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]["capslib"].split(":")
+    return f"import re, sys\nfrom {module} import {function}\nsys.exit({function}())\n"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib")
+@pytest.mark.parametrize("entry", ["python -m capslib", "capslib"])
+def test_ctrl_c_while_capslib_loads_is_one_line(tmp_path, entry):
+    """Ctrl-C in the first fraction of a second, while capslib.cli loads, before main() runs: it used to
+    print a KeyboardInterrupt traceback of 20-40 lines."""
+    start = 'import runpy; runpy.run_module("capslib", run_name="__main__")' if entry != "capslib" else console_script()
+    process = subprocess.Popen([sys.executable, "-c", SLOW_IMPORT + start, "train", "--help"], cwd=tmp_path, env=ENV,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert process.stdout.readline() == "importing\n"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and out == ""
+    assert one_line(err) == "capslib: interrupted"
+
+
 def test_sigterm_stops_capslib_train_as_ctrl_c_does(tmp_path):
     """SIGTERM (kill, scancel) to a training run: one line naming the checkpoint to resume from, exit
     status 143, and run.json says 'interrupted' (it used to say 'running' for ever)."""
