@@ -8,8 +8,10 @@ Every run here is tiny (64 training images at batch 32, one or two epochs, CPU).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -215,3 +217,34 @@ def test_a_stopped_sweep_stops_its_runs_and_a_rerun_continues_them(tmp_path, sto
         info = json.loads((log / "run.json").read_text())
         assert info["status"] == "complete" and info["summary"]["epochs_done"] == trained + 1
         assert [s["start_epoch"] for s in info["sessions"]][0] == 0 and len(info["sessions"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# a disk that fills
+
+
+def test_a_disk_that_fills_during_a_checkpoint_write_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    """A real failed write: the resumed run's file-size limit (RLIMIT_FSIZE, 1 MB) lets its logs through
+    but not its next checkpoint, as a full disk would. torch.save then raised a RuntimeError of its own
+    ("unexpected pos"), a traceback; now one line names the checkpoint and the error."""
+    from capslib.core.checkpoint import load_checkpoint
+    from capslib.core.config import TrainConfig
+    from capslib.core.train import train
+
+    run = tmp_path / "run"
+    train(TrainConfig(train_subset=64, test_subset=50, batch_size=32, routing_iterations=1, epochs=1, device="cpu",
+                      ckpt_dir=str(run)), log=lambda *_: None)
+    last = (run / "last.pt").read_bytes()
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+    full = capslib("train", *TINY, "--epochs", 2, "--ckpt-dir", run, "--resume", cwd=tmp_path, preexec_fn=small_files)
+    assert full.returncode == 2
+    line = one_line(full.stderr)
+    assert os.strerror(errno.EFBIG) in line and ("best.pt" in line or "last.pt" in line)
+    assert (run / "last.pt").read_bytes() == last and load_checkpoint(run)["epoch"] == 1
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "failed" and os.strerror(errno.EFBIG) in info["error"]
