@@ -710,6 +710,27 @@ def test_resume_of_a_run_killed_before_its_final_logs_finishes_them(norecon, tmp
     assert (ckpt / "last.pt").read_bytes() == last  # nothing trained
 
 
+@pytest.mark.parametrize("cut", ["mid-line", "last-row-lost"])
+def test_a_finished_run_whose_metrics_csv_was_cut_gets_it_back_from_its_checkpoint(norecon, tmp_path, cut):
+    """metrics.csv of a finished run cut short (a copy interrupted, a full disk elsewhere): --resume used
+    to say 'already trained' and keep it, and read back its final error was the previous epoch's. Read
+    back now, it is refused by name; --resume (and so a sweep) rewrites it from the checkpoint."""
+    from capslib.core.errors import RunFolderError
+    from capslib.core.runs import read_run
+
+    ckpt, logs = copy_run(norecon, tmp_path)
+    text = (logs / "metrics.csv").read_text()
+    lines = text.splitlines(keepends=True)
+    (logs / "metrics.csv").write_text(text[:-40] if cut == "mid-line" else "".join(lines[:-1]))
+    with pytest.raises(RunFolderError, match="metrics.csv"):
+        read_run(logs)
+    code, out, err = cli(*train_argv(ckpt, logs, False, "--resume"))
+    assert code == 0, err
+    assert "already trained" in out and "rewritten" in out
+    assert (logs / "metrics.csv").read_text() == text
+    assert read_run(logs).history.test_error.iloc[-1] == norecon.metrics.test_error.iloc[-1]
+
+
 @pytest.mark.parametrize("replacement", ["best.pt", "state_dict"])
 def test_resume_from_a_weights_only_last_pt_is_one_line(norecon, tmp_path, replacement):
     """last.pt overwritten by a best.pt (weights, no optimizer) or a plain state_dict: --resume names

@@ -56,6 +56,7 @@ RESTART = ["tests/test_train.py::test_the_start_of_a_run_cut_off_says_resume_sta
            "tests/test_interrupts.py::test_killed_while_writing_the_first_last_pt_resumes"]
 SWEEP_STOPPED = "tests/test_interrupts.py::test_a_stopped_sweep_stops_its_runs_and_a_rerun_continues_them"
 PREDICT = ["tests/test_predict.py"]
+CUT_METRICS = "tests/test_cli.py::test_a_finished_run_whose_metrics_csv_was_cut_gets_it_back_from_its_checkpoint"
 ENDED = ["tests/test_train.py::test_whatever_ends_a_run_early_is_recorded_in_run_json"]
 RECIPES = ["tests/test_recipes.py"]
 LOCKS = ["tests/test_gpus.py"]
@@ -257,6 +258,12 @@ MUTANTS = [
     Mutant('full-disk-checkpoint-traceback', 'atomic_save', 'raise cause from None',
            'raise', ['tests/test_interrupts.py::test_a_disk_that_fills_during_a_checkpoint_write_is_one_line_and_keeps_the_last_checkpoint'],
            "a disk that fills during a checkpoint write is torch's RuntimeError traceback"),
+    Mutant('cut-metrics-csv-kept', 'train', 'if info.get("status") == "complete" and metrics_match(log_dir, saved["history"]):',
+           'if info.get("status") == "complete" and (log_dir / METRICS).is_file():', [CUT_METRICS],
+           'a finished run whose metrics.csv was cut keeps it: read back, its final error is an earlier epoch\'s'),
+    Mutant('cut-metrics-csv-read', 'read_metrics', 'if text and not text.endswith("\\n"):',
+           'if False:', [CUT_METRICS],
+           'a metrics.csv cut in its last line is read as if whole (the cut row: NaN, or a number cut short)'),
     Mutant('checkpoint-without-adam-state', 'save_checkpoint', 'state.update(optimizer=optimizer.state_dict(),',
            'state.update(optimizer={**optimizer.state_dict(), "state": {}},', RESUME,
            "checkpoints lose Adam's moments"),

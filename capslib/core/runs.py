@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -206,14 +207,55 @@ class Run:
 
 
 def read_run(folder: Path) -> Run:
-    """A run folder (its logs dir) read back: config, run.json and metrics.csv."""
+    """A run folder (its logs dir) read back: config, run.json and metrics.csv. Logs that capslib cannot
+    have written whole (a run.json that is not one, a metrics.csv cut short or ending before the epoch
+    run.json says the run reached) raise RunFolderError naming the file, rather than give numbers that
+    are not the run's."""
     folder = Path(folder)
     try:
         info = json.loads((folder / RUN_INFO).read_text())
-        history = pd.read_csv(folder / METRICS)
+        config = TrainConfig.from_dict(info["config"])
     except FileNotFoundError as err:
         raise RunFolderError(f"{folder}: not a run folder (missing {Path(err.filename).name})") from None
-    return Run(folder, TrainConfig.from_dict(info["config"]), info, history)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise RunFolderError(f"{folder / RUN_INFO}: not a run.json that capslib wrote ({_reason(err)})") from None
+    history = read_metrics(folder / METRICS)
+    done = (info.get("summary") or {}).get("epochs_done")
+    last = int(history.epoch.iloc[-1]) if "epoch" in history and len(history) else None
+    if done is not None and last != done:
+        raise RunFolderError(f"{folder / METRICS}: ends at epoch {last}, but {RUN_INFO} says the run did {done} "
+                             "(cut short?)")
+    return Run(folder, config, info, history)
+
+
+def read_metrics(path: Path) -> pd.DataFrame:
+    """metrics.csv as written (a RunFolderError if it is missing, unreadable or cut in a line)."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise RunFolderError(f"{Path(path).parent}: not a run folder (missing {METRICS})") from None
+    except (OSError, ValueError) as err:
+        raise RunFolderError(f"{path}: unreadable ({_reason(err)})") from None
+    if text and not text.endswith("\n"):  # written whole, it ends with a line break
+        raise RunFolderError(f"{path}: cut short (its last line is incomplete)")
+    try:
+        return pd.read_csv(io.StringIO(text))
+    except ValueError as err:
+        raise RunFolderError(f"{path}: not a metrics.csv that capslib wrote ({_reason(err)})") from None
+
+
+def metrics_match(log_dir: Path, history: list[dict]) -> bool:
+    """Whether log_dir's metrics.csv holds exactly `history` (a checkpoint's), read as written."""
+    try:
+        logged = read_metrics(Path(log_dir) / METRICS)
+    except RunFolderError:
+        return False
+    written = pd.read_csv(io.StringIO(pd.DataFrame(history, columns=COLUMNS).to_csv(index=False)))
+    return list(logged.columns) == list(written.columns) and logged.equals(written)
+
+
+def _reason(err: Exception) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0][:120]
 
 
 def find_runs(root: Path | str, pattern: str = "*") -> list[Run]:

@@ -5,6 +5,7 @@ checkpoints. `train(config)` is all a notebook or the CLI calls."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from pathlib import Path
@@ -23,10 +24,11 @@ from .errors import CapslibError, RunFolderError, TrainingDiverged
 from .evaluate import evaluate_set
 from .generated import epoch_examples, example_shape, scored_sets
 from .gpus import claim_device
-from .layout import BEST, LAST, METRICS, placed
+from .layout import BEST, LAST, METRICS, RUN_INFO, placed
 from .model import count_parameters
 from .provenance import provenance
-from .runs import Run, check_logs_belong_to, finish_run, open_run_folder, read_run, selection, write_metrics, write_run_info
+from .runs import (Run, check_logs_belong_to, finish_run, metrics_match, open_run_folder, read_run, selection,
+                   write_metrics, write_run_info)
 from .speed import (configure_backends, make_optimizer, make_train_step, prepare_images, prepare_model,
                     resolve_speed, set_lr)
 
@@ -62,9 +64,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = False, log
                 raise RunFolderError(f"{resume_from}: cannot resume with a different setup ({'; '.join(conflicts)})")
             if saved["epoch"] >= config.epochs:
                 log(f"{ckpt_dir}: already trained for {saved['epoch']} epochs")
-                info = _earlier_info(log_dir, saved)
-                if info.get("status") == "complete" and (log_dir / METRICS).is_file():
+                info = _earlier_info(log_dir, saved, log)
+                if info.get("status") == "complete" and metrics_match(log_dir, saved["history"]):
                     return read_run(log_dir)
+                if (log_dir / METRICS).is_file() and not metrics_match(log_dir, saved["history"]):
+                    log(f"{log_dir / METRICS} is not the history of {resume_from} (cut short?): rewritten from it")
                 # killed between its last checkpoint and its final logs: finish them from the checkpoint
                 return finish_run(log_dir, info, saved["history"], "complete")
         return _train(config, saved, progress, log, deadline)
@@ -108,7 +112,7 @@ def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadlin
         log(f"resuming {ckpt_dir} after epoch {start_epoch}")
 
     # A run may span several processes (resumed on other machines): each adds one session record.
-    sessions = _earlier_info(log_dir, saved).get("sessions", []) if saved is not None else []
+    sessions = _earlier_info(log_dir, saved, log).get("sessions", []) if saved is not None else []
     info = {"config": config.to_dict(), "variant": config.variant(), "parameters": count_parameters(model),
             "speed_path": path.name, "train_images": len(data.train_images), "test_images": len(data.test_images),
             "validation_images": config.validation_size,
@@ -247,10 +251,16 @@ def _epoch_line(row: dict, epochs: int) -> str:
             f"({row['epoch_seconds']:.1f} s, {row['train_images_per_second']:,.0f} img/s)")
 
 
-def _earlier_info(log_dir: Path, saved: dict) -> dict:
-    """The run.json of the run being resumed, or one rebuilt from its checkpoint."""
+def _earlier_info(log_dir: Path, saved: dict, log) -> dict:
+    """The run.json of the run being resumed, or one rebuilt from its checkpoint (check_logs_belong_to
+    has made sure that the logs there are this run's, or none)."""
     try:
-        return read_run(log_dir).info
-    except CapslibError:
-        return {"config": saved["config"], "variant": TrainConfig.from_dict(saved["config"]).variant(),
-                "sessions": saved.get("sessions", [])}
+        info = json.loads((log_dir / RUN_INFO).read_text())
+        TrainConfig.from_dict(info["config"])
+        return info
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        log(f"{log_dir / RUN_INFO} is unreadable ({type(err).__name__}): rebuilt from the checkpoint")
+    return {"config": saved["config"], "variant": TrainConfig.from_dict(saved["config"]).variant(),
+            "sessions": saved.get("sessions", [])}
