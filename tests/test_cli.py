@@ -710,6 +710,31 @@ def test_resume_of_a_run_killed_before_its_final_logs_finishes_them(norecon, tmp
     assert (ckpt / "last.pt").read_bytes() == last  # nothing trained
 
 
+@pytest.mark.parametrize("metrics", ["its-own", "another-runs"])
+def test_a_run_json_replaced_by_garbage(norecon, recon, tmp_path, metrics):
+    """run.json overwritten by garbage: with the run's own metrics.csv beside it (the checkpoint's history),
+    --resume rebuilds run.json from the checkpoint (it used to be refused for ever, 'choose another
+    folder', in the run's own folder); beside another run's metrics.csv, the one line says how to
+    recover, and nothing is touched."""
+    ckpt, logs = copy_run(norecon, tmp_path)
+    (logs / "run.json").write_text("{ not json")
+    if metrics == "another-runs":
+        shutil.copy2(recon.logs / "metrics.csv", logs / "metrics.csv")
+    before = {"ckpt": snapshot(ckpt), "logs": snapshot(logs)}
+    code, out, err = cli(*train_argv(ckpt, logs, False, "--resume"))
+    if metrics == "its-own":
+        assert code == 0, err
+        assert "run.json is unreadable" in out and "rebuilt from the checkpoint" in out
+        info = json.loads((logs / "run.json").read_text())
+        assert info["status"] == "complete" and info["sessions"] == norecon.info["sessions"]
+        pd.testing.assert_frame_equal(pd.read_csv(logs / "metrics.csv"), norecon.metrics)
+    else:
+        assert code == 2
+        line = one_line(err)
+        assert str(logs) in line and "move both out of the folder and resume again" in line
+        assert {"ckpt": snapshot(ckpt), "logs": snapshot(logs)} == before
+
+
 @pytest.mark.parametrize("cut", ["mid-line", "last-row-lost"])
 def test_a_finished_run_whose_metrics_csv_was_cut_gets_it_back_from_its_checkpoint(norecon, tmp_path, cut):
     """metrics.csv of a finished run cut short (a copy interrupted, a full disk elsewhere): --resume used

@@ -129,16 +129,29 @@ def _checkpoint_to_resume(ckpt_dir: Path, log_dir: Path, resume: bool) -> Path |
     return None
 
 
-def check_logs_belong_to(log_dir: Path, saved_config: TrainConfig, checkpoint: Path) -> None:
+def check_logs_belong_to(log_dir: Path, saved: dict, checkpoint: Path) -> None:
     """Resuming must not overwrite the logs of another run that happen to sit in --logs-dir: the
     run.json there must describe the checkpoint's run (the same trajectory; the folders may have
-    moved since)."""
+    moved since). Without a readable run.json, a metrics.csv is the run's only if it is the
+    checkpoint's history (run.json is then rebuilt from the checkpoint)."""
+    saved_config = TrainConfig.from_dict(saved["config"])
     try:
-        logged = TrainConfig.from_dict(json.loads((log_dir / RUN_INFO).read_text())["config"])
-    except (OSError, ValueError, KeyError, TypeError):
-        if (log_dir / METRICS).exists():  # somebody's metrics without their run.json: not ours to overwrite
+        info = json.loads((log_dir / RUN_INFO).read_text())
+        logged = TrainConfig.from_dict(info["config"])
+    except FileNotFoundError:
+        info = None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        if (log_dir / METRICS).exists() and not metrics_match(log_dir, saved["history"]):
+            raise RunFolderError(f"--logs-dir {log_dir}: its {RUN_INFO} is unreadable ({_reason(err)}) and its "
+                                 f"{METRICS} is not the history of {checkpoint}; if they are this run's logs, move "
+                                 "both out of the folder and resume again (the checkpoint rebuilds them), else "
+                                 "choose another folder") from None
+        return  # the checkpoint rebuilds run.json
+    if info is None:
+        if (log_dir / METRICS).exists() and not metrics_match(log_dir, saved["history"]):
+            # somebody's metrics without their run.json: not ours to overwrite
             raise RunFolderError(f"--logs-dir {log_dir} holds a metrics.csv but no run.json of the run in "
-                                 f"{checkpoint}; choose another folder") from None
+                                 f"{checkpoint}; choose another folder")
         return  # no logs (lost, or never written): the checkpoint rebuilds them
     conflicts = resume_conflicts(logged, saved_config)
     if conflicts:

@@ -58,7 +58,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = False, log
             _check_restart_over(ckpt_dir / BEST, config, log)
         saved = ckpt.load_resumable(resume_from) if resume_from else None
         if saved is not None:
-            check_logs_belong_to(log_dir, TrainConfig.from_dict(saved["config"]), resume_from)
+            check_logs_belong_to(log_dir, saved, resume_from)
             conflicts = resume_conflicts(TrainConfig.from_dict(saved["config"]), config)
             if conflicts:
                 raise RunFolderError(f"{resume_from}: cannot resume with a different setup ({'; '.join(conflicts)})")
