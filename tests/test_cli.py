@@ -710,6 +710,22 @@ def test_resume_of_a_run_killed_before_its_final_logs_finishes_them(norecon, tmp
     assert (ckpt / "last.pt").read_bytes() == last  # nothing trained
 
 
+def test_resume_never_cuts_the_logs_of_the_same_run_trained_further(norecon, resumed, tmp_path):
+    """--logs-dir B holds the logs of this run trained to epoch 2 (resumed), the checkpoint in --ckpt-dir
+    stopped at epoch 1 (norecon): resuming from it used to rewrite B's metrics.csv and run.json from
+    epoch 1 on. Refused in one line, nothing touched."""
+    ckpt = shutil.copytree(norecon.ckpt, tmp_path / "ckpt")
+    logs = shutil.copytree(resumed[4], tmp_path / "logs")
+    before = {"ckpt": snapshot(ckpt), "logs": snapshot(logs)}
+    argv = train_argv(ckpt, logs, False, "--resume")
+    argv[argv.index("--epochs") + 1] = "3"
+    code, out, err = cli(*argv)
+    assert code == 2
+    line = one_line(err)
+    assert "--logs-dir" in line and str(logs) in line and "2 epochs" in line and str(ckpt / "last.pt") in line
+    assert {"ckpt": snapshot(ckpt), "logs": snapshot(logs)} == before
+
+
 @pytest.mark.parametrize("metrics", ["its-own", "another-runs"])
 def test_a_run_json_replaced_by_garbage(norecon, recon, tmp_path, metrics):
     """run.json overwritten by garbage: with the run's own metrics.csv beside it (the checkpoint's history),

@@ -130,10 +130,11 @@ def _checkpoint_to_resume(ckpt_dir: Path, log_dir: Path, resume: bool) -> Path |
 
 
 def check_logs_belong_to(log_dir: Path, saved: dict, checkpoint: Path) -> None:
-    """Resuming must not overwrite the logs of another run that happen to sit in --logs-dir: the
-    run.json there must describe the checkpoint's run (the same trajectory; the folders may have
-    moved since). Without a readable run.json, a metrics.csv is the run's only if it is the
-    checkpoint's history (run.json is then rebuilt from the checkpoint)."""
+    """Resuming must not overwrite logs that are not the checkpoint's run's, up to its epoch: the
+    run.json in --logs-dir must describe the checkpoint's run (the same trajectory; the folders may
+    have moved since), and its logs must not go further than the checkpoint (those of the same run
+    trained on from another copy of it). Without a readable run.json, a metrics.csv is the run's only
+    if it is the checkpoint's history (run.json is then rebuilt from the checkpoint)."""
     saved_config = TrainConfig.from_dict(saved["config"])
     try:
         info = json.loads((log_dir / RUN_INFO).read_text())
@@ -157,6 +158,22 @@ def check_logs_belong_to(log_dir: Path, saved: dict, checkpoint: Path) -> None:
     if conflicts:
         raise RunFolderError(f"--logs-dir {log_dir} holds the logs of another run than {checkpoint} "
                              f"({conflicts[0]}); choose another folder")
+    logged_epochs = _logged_epochs(log_dir, info)
+    if logged_epochs > saved["epoch"]:
+        raise RunFolderError(f"--logs-dir {log_dir} holds {logged_epochs} epochs of this run, more than the "
+                             f"{saved['epoch']} of {checkpoint}: resuming from it would overwrite them; resume from "
+                             "the checkpoint of the run trained further, or choose another --logs-dir")
+
+
+def _logged_epochs(log_dir: Path, info: dict) -> int:
+    """How far the logs in log_dir go: the last epoch of metrics.csv (what can be read of it) or of
+    run.json's summary, whichever is further."""
+    epochs = [(info.get("summary") or {}).get("epochs_done") or 0]
+    try:
+        epochs.append(int(pd.read_csv(log_dir / METRICS).epoch.max()))
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass  # none, or unreadable: run.json's word
+    return max(epochs)
 
 
 def write_metrics(log_dir: Path, history: list[dict]) -> None:
