@@ -368,7 +368,6 @@ def test_sweep_of_a_study_finished_elsewhere_trains_nothing_even_on_a_cpu(tmp_pa
     assert {p: p.read_bytes() for p in results.rglob("*") if p.is_file()} == before
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
 def test_a_seed_named_twice_is_refused_in_one_line(tmp_path):
     """--seeds 1,1 trained one run twice, into one folder: refused before anything starts (--list: were it
     not refused, the sweep would only list its runs, not train them)."""
@@ -381,6 +380,7 @@ def test_a_seed_named_twice_is_refused_in_one_line(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
 def test_full_size_sweep_without_a_gpu_is_refused_in_one_line(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "capslib", "sweep", "precision", "--runs-dir", str(tmp_path / "runs"),
                               "--results-dir", str(tmp_path / "results")], capture_output=True, text=True, cwd=REPO,
