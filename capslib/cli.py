@@ -244,7 +244,6 @@ def run_train(args) -> None:
 
 
 def run_sweep(args) -> int:
-    from .core.speed import resolve_device
     from .study.studies import study_runs
     from .study.sweep import finished_run, sweep
 
@@ -267,7 +266,7 @@ def run_sweep(args) -> int:
         return 0
     unfinished = [c for c in configs if finished_run(c) is None]
     device = getattr(args, "device", "auto")
-    if unfinished and args.profile == "full" and device == "auto" and resolve_device("auto").type == "cpu":
+    if unfinished and args.profile == "full" and device == "auto" and _no_cuda():
         # `make tables` on a laptop must not start hours of training per run without being asked
         raise CapslibError(f"sweep {args.study}: {len(unfinished)} of {len(configs)} runs are not finished "
                            f"(first: {unfinished[0].log_dir}) and no CUDA GPU is visible; full-profile runs take "
@@ -275,6 +274,12 @@ def run_sweep(args) -> int:
                            "anyway (PROFILE=quick for small runs)")
     deadline = time.time() + 60 * args.time_limit if args.time_limit else None
     return sweep(configs, args.jobs, deadline=deadline)
+
+
+def _no_cuda() -> bool:
+    from .core.speed import resolve_device  # torch: only when a run is left to train
+
+    return resolve_device("auto").type == "cpu"
 
 
 positive_seed = field_parser(next(f for f in dataclasses.fields(TrainConfig) if f.name == "seed"))

@@ -30,17 +30,23 @@ def sweep(configs: list[TrainConfig], jobs: int = 1, log=print, deadline: float 
 
     With a `deadline` (time.time()), running runs stop at their first evaluation after it (saving a
     checkpoint) and runs not yet started are left for the next sweep."""
-    tasks = [(config.to_dict(), deadline) for config in configs]
-    if jobs == 1:
-        results = [_train_one(task) for task in tasks]
+    # Runs that their logs say are finished are decided here, from the logs alone: rerunning a finished
+    # sweep starts no process and loads no torch (a process per run cost seconds each).
+    finished = [finished_run(config) for config in configs]
+    tasks = [(config.to_dict(), deadline) for config, run in zip(configs, finished) if run is None]
+    if jobs == 1 or len(tasks) <= 1:
+        trained = [_train_one(task) for task in tasks]
     else:
         # spawn, not fork: CUDA cannot be used in a forked child; one run per process, so that each
         # releases its GPU (memory and lock) when it ends. Stopping the sweep stops its runs: on Ctrl-C
         # or SIGTERM (a KeyboardInterrupt here, see cli.main) leaving the block terminates the pool,
         # whose SIGTERM each run records; a sweep killed outright leaves its runs to stop themselves.
-        with multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_started, initargs=(os.getpid(),),
-                                                       maxtasksperchild=1) as pool:
-            results = pool.map(_train_in_worker, tasks, chunksize=1)
+        with multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)), initializer=_worker_started,
+                                                       initargs=(os.getpid(),), maxtasksperchild=1) as pool:
+            trained = pool.map(_train_in_worker, tasks, chunksize=1)
+    trained = iter(trained)
+    results = [next(trained) if run is None else (Path(config.log_dir).name, True, summary_line(run.info["summary"]))
+               for config, run in zip(configs, finished)]
     for name, ok, message in results:
         log(f"{'done' if ok else 'NOT DONE'}  {name}: {message}")
     finished = sum(ok for _, ok, _ in results)
@@ -81,9 +87,6 @@ def _train_one(task: tuple[dict, float | None]) -> tuple[str, bool, str]:
     config = TrainConfig.from_dict(values)
     name = Path(config.log_dir).name
     try:
-        finished = finished_run(config)
-        if finished is not None:
-            return name, True, summary_line(finished.info["summary"])
         if deadline is not None and time.time() > deadline - MIN_SECONDS_TO_START:
             return name, False, "not started: too close to the time limit"
         run = train(config, resume=True, log=lambda line: print(f"[{name}] {line}", flush=True), deadline=deadline)
