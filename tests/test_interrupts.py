@@ -176,6 +176,23 @@ def wait_until(condition, seconds: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def test_a_pool_worker_turns_sigterm_into_a_stop_only_while_its_run_trains(monkeypatch):
+    """When a sweep ends, its pool terminates the workers, some still exiting after their run (torch's
+    exit handlers): a SIGTERM that still raised Terminated there printed a traceback at the end of every
+    sweep. The worker's handler is its task's alone."""
+    from capslib.study import sweep
+
+    during = []
+    monkeypatch.setattr(sweep, "_train_one", lambda task: during.append(signal.getsignal(signal.SIGTERM)) or task)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        assert sweep._train_in_worker("task") == "task"
+        assert during[0] is not before  # while the run trains, SIGTERM stops it (test_a_stopped_sweep_... below)
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from Linux's /proc")
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_stopped_sweep_stops_its_runs_and_a_rerun_continues_them(tmp_path, stop):
@@ -213,6 +230,7 @@ def test_a_stopped_sweep_stops_its_runs_and_a_rerun_continues_them(tmp_path, sto
     rerun = subprocess.run(sweep_argv(tmp_path, epochs=trained + 1), cwd=tmp_path, env=ENV, capture_output=True,
                            text=True, timeout=300)
     assert rerun.returncode == 0 and "2 of 2 runs finished" in rerun.stdout, rerun.stdout + rerun.stderr
+    assert "Traceback" not in rerun.stderr  # the pool's SIGTERM to workers ending after their run is quiet
     for log in logs:
         info = json.loads((log / "run.json").read_text())
         assert info["status"] == "complete" and info["summary"]["epochs_done"] == trained + 1

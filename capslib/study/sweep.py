@@ -71,13 +71,15 @@ def _stop_when_orphaned(sweep_pid: int) -> None:
 
 def _train_in_worker(task: tuple[dict, float | None]) -> tuple[str, bool, str]:
     """_train_one in a pool worker, where SIGTERM stops the run as Ctrl-C stops `capslib train`; the run
-    records it (run.json: interrupted), then the worker ends without a traceback. Before its task a
-    worker has no run to stop: SIGTERM ends it at once."""
-    raise_on_sigterm()
+    records it (run.json: interrupted), then the worker ends without a traceback. Before and after its
+    task a worker has no run to stop: SIGTERM (the pool's, when the sweep ends) ends it at once."""
+    previous = raise_on_sigterm()
     try:
         return _train_one(task)
     except KeyboardInterrupt:
         sys.exit(128 + signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _train_one(task: tuple[dict, float | None]) -> tuple[str, bool, str]:
