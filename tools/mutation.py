@@ -7,12 +7,13 @@ name such as `M_POS`) wherever in capslib/ it is defined. The definition must ex
 and a mutant gone stale after an edit (its definition renamed, its text rewritten) fails loudly,
 before anything runs. Why curated rather than generated (mutmut, cosmic-ray): a generator makes
 hundreds of mutants per module, most of them equivalent or trivial, and runs the test suite for each,
-hours on two cores; these 99 are bugs that matter to the study, each with the tests that should
-catch it, in about a quarter of an hour.
+hours on two cores; these (`--list` shows them) are bugs that matter to the study, each with the
+tests that should catch it.
 They are bugs that matter to the study: the paper's math (squash, routing, margin and
-reconstruction losses, decoder), the data pipeline (IDX parsing, shifts, epoch streams), the
-training loop (lr, batches, resume), evaluation, the CUDA-graph set-up's snapshot, checkpoints,
-figures, tables and the HTML reports. For each, the tests that should catch it run (`pytest -x`, no
+reconstruction losses, decoder), the data pipeline (IDX parsing, shifts, epoch streams, the range
+of every random generator), the training loop (lr, batches, resume), evaluation, the CUDA-graph
+set-up's snapshot, checkpoints, run folders and sweeps stopped from outside (kill -9, SIGTERM,
+Ctrl-C, a full disk), figures, tables and the HTML reports. For each, the tests that should catch it run (`pytest -x`, no
 notebooks); the mutant is killed when they fail (or time out) and survives when they pass.
 
 The checkout is never changed: capslib/ and tests/ are copied into a temporary folder (data/
