@@ -20,11 +20,12 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from .core.config import TrainConfig, check, kind
-from .core.errors import CapslibError, TrainingDiverged
+from .core.errors import CapslibError, Terminated, TrainingDiverged, raise_on_sigterm
 from .study.cluster import SlurmSettings, flag as slurm_flag, sbatch_line_problem, settings_from
 from .study.studies import STUDIES
 
@@ -253,7 +254,9 @@ def build_parser() -> Parser:
     predict.add_argument("--invert", action="store_true",
                          help="the images have dark ink on a light ground (a pen on paper): invert them first")
     predict.add_argument("--save-converted", metavar="DIR",
-                         help="also write each converted 28×28 image to DIR (as <name>.28x28.png): what the model saw")
+                         help="also write each converted image to DIR, as <name>.28x28.png (40x40 for an expanded-MNIST "
+                              "model): what the model saw")
+    predict.add_argument("--overwrite", action="store_true", help="replace converted images already in --save-converted")
     predict.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
 
     bench = commands.add_parser("bench", help="training throughput of each speed path (CUDA)")
@@ -318,11 +321,10 @@ def run_sweep(args) -> int:
         argv = [a for a in args.argv if a != "--status"]
         return sweep_on_slurm(configs, Path(args.runs_dir), slurm, job_name=f"capslib-{args.study}",
                               status_command=f"capslib {shlex.join(argv)} --status")
-    from .core.speed import resolve_device
     from .study.sweep import sweep
 
     unfinished = [c for c in configs if finished_run(c) is None]
-    if unfinished and args.profile == "full" and device == "auto" and resolve_device("auto").type == "cpu":
+    if unfinished and args.profile == "full" and device == "auto" and _no_cuda():
         # `make tables` on a laptop must not start hours of training per run without being asked
         raise CapslibError(f"sweep {args.study}: {len(unfinished)} of {len(configs)} runs are not finished "
                            f"(first: {unfinished[0].log_dir}) and no CUDA GPU is visible; full-profile runs take "
@@ -346,6 +348,12 @@ def _check_executor_flags(args) -> SlurmSettings | None:
             raise CapslibError(f"--{name.replace('_', '-')} is for the local executor; with --executor slurm "
                                f"use {instead}")
     return settings_from(args.slurm_config, given)
+
+
+def _no_cuda() -> bool:
+    from .core.speed import resolve_device  # torch: only when a run is left to train
+
+    return resolve_device("auto").type == "cpu"
 
 
 positive_seed = field_parser(next(f for f in dataclasses.fields(TrainConfig) if f.name == "seed"))
@@ -421,25 +429,47 @@ def run_predict(args) -> None:
     from .core.checkpoint import load_model
     from .core.datasets import dataset_info
     from .core.evaluate import predict
-    from .core.predict import load_images, save_grey
+    from .core.predict import in_frame, load_images, save_grey
     from .core.speed import resolve_device
 
+    folder = Path(args.save_converted) if args.save_converted else None
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise CapslibError(f"--save-converted {folder} is a file; give a folder to write the converted images to")
     images = load_images(args.images, args.invert)  # every image checked before the model loads
     device = resolve_device(args.device)
     model, config, _ = load_model(args.ckpt_path, device)
+    images = in_frame(images, config.dataset, args.ckpt_path)  # what the model reads
+    if folder is not None:  # checked before anything is written or printed
+        size = images.shape[-1]
+        converted = [folder / f"{Path(path).stem}.{size}x{size}.png" for path in args.images]
+        _check_converted(converted, args.images, args.overwrite)
     classes = dataset_info(config.dataset).classes
     scores = predict(model, images.to(device))[0].cpu()
     kind = "capsule lengths" if config.model == "capsnet" else "softmax probabilities"
     if config.model != "capsnet":
         scores = scores.softmax(dim=1)
-    for path, image, row in zip(args.images, images, scores):
+    if folder is not None:
+        for image, target in zip(images, converted):
+            save_grey(image, target)
+    for path, row in zip(args.images, scores):
         best = int(row.argmax())
         listed = "  ".join(f"{name} {value:.3f}" for name, value in zip(classes, row.tolist()))
         print(f"{path}: {classes[best]}  ({kind}: {listed})")
-        if args.save_converted:
-            folder = Path(args.save_converted)
-            folder.mkdir(parents=True, exist_ok=True)
-            save_grey(image, folder / f"{Path(path).stem}.28x28.png")
+
+
+def _check_converted(converted: list[Path], images: list[Path], overwrite: bool) -> None:
+    """The converted images' files: never one written twice (two images of one name), nor one that exists
+    replaced without --overwrite, nor a folder in the way."""
+    seen = {}
+    for target, image in zip(converted, images):
+        if target in seen:
+            raise CapslibError(f"--save-converted: {seen[target]} and {image} would both be written to {target}; "
+                               "rename one, or predict them in two commands")
+        seen[target] = image
+        if target.is_dir():
+            raise CapslibError(f"--save-converted: {target} is a folder, where the converted {image} would go")
+        if target.exists() and not overwrite:
+            raise CapslibError(f"--save-converted: {target} exists; pass --overwrite to replace it")
 
 
 def run_report(args) -> None:
@@ -468,20 +498,27 @@ def run_bench(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Ctrl-C anywhere, in the imports that a command pulls in too, is one line, never a traceback.
+    # Ctrl-C anywhere, in the imports that a command pulls in too, is one line, never a traceback; so is
+    # SIGTERM (kill, scancel, a sweep stopping its runs), raised as Terminated, a KeyboardInterrupt.
     args = None
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
+    previous = raise_on_sigterm() if in_main_thread else None
     try:
         args = build_parser().parse_args(argv)
         args.argv = sys.argv[1:] if argv is None else list(argv)
         return _run_command(args)
-    except KeyboardInterrupt:
-        print(f"capslib{f' {args.command}' if args else ''}: {_interrupted(args)}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        print(f"capslib{f' {args.command}' if args else ''}: {_interrupted(args, terminated)}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except BrokenPipeError:
         # whoever read our output stopped (`capslib sweep --list | head -1`): stop quietly, as Unix tools
         # do; stdout goes to /dev/null so that Python's own flush at exit does not fail again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)  # main() may be called in a longer process (tests, notebooks)
 
 
 def _run_command(args) -> int:
@@ -500,16 +537,20 @@ def _run_command(args) -> int:
     return status or 0
 
 
-def _interrupted(args) -> str:
-    """What an interrupted command leaves behind, as it is: for train, the checkpoint to resume, if any."""
+def _interrupted(args, terminated: bool = False) -> str:
+    """What an interrupted command leaves behind, as it is: for train, the checkpoint to resume, if any;
+    for sweep, runs that the same command continues."""
+    how = "terminated (SIGTERM)" if terminated else "interrupted"
+    if args is not None and args.command == "sweep" and not args.list:
+        return f"{how}; its runs stopped, each keeping its last checkpoint: run the same command again to continue them"
     if args is None or args.command != "train" or not args.ckpt_dir:
-        return "interrupted"
+        return how
     from .core.layout import LAST
 
     last = Path(args.ckpt_dir) / LAST
     if last.is_file():
-        return f"interrupted; the last checkpoint written, {last}, is kept: add --resume to continue from it"
-    return f"interrupted before the run's first checkpoint: {args.ckpt_dir} holds no checkpoint to resume"
+        return f"{how}; the last checkpoint written, {last}, is kept: add --resume to continue from it"
+    return f"{how} before the run's first checkpoint: {args.ckpt_dir} holds no checkpoint to resume"
 
 
 if __name__ == "__main__":

@@ -166,6 +166,7 @@ QUICK = ["--train-subset", "64", "--test-subset", "50", "--epochs", "1", "--devi
     (["--epochs=-1"], "--epochs"),
     (["--lr=0"], "--lr"),
     (["--lr=-0.001"], "--lr"),
+    (["--lr=1e38"], "--lr"),  # finite, but Adam's float lr overflows: refused here, not by a traceback
     (["--dataset=cifar10"], "--dataset"),
     (["--model=resnet"], "--model"),
 ])
@@ -409,6 +410,19 @@ def test_run_json_records_the_flags(recon):
     assert (info["train_images"], info["test_images"]) == (64, 50)
     assert info["summary"]["epochs_done"] == 1
     assert len(info["sessions"]) == 1 and info["sessions"][0]["start_epoch"] == 0
+
+
+def test_an_explicit_none_is_honoured_end_to_end(tmp_path, monkeypatch):
+    """`--recipe official --lr-decay-steps none` trains the per-epoch schedule: run.json records None (it
+    used to record the recipe's 2000, dropping the flag) and the run's name shows the variant."""
+    monkeypatch.chdir(tmp_path)  # the run goes to runs/<run name>
+    code, out, err = cli("train", "--recipe", "official", "--lr-decay-steps", "none", "--routing", "1",
+                         "--batch-size", "32", *QUICK)
+    assert code == 0, err
+    folder = tmp_path / "runs" / "mnist_routing1_recon_official-schedule_seed1"
+    info = json.loads((folder / "run.json").read_text())
+    assert info["config"]["lr_decay_steps"] is None and info["variant"] == "official-schedule"
+    assert info["config"]["lr_decay"] == 0.96 and info["config"]["min_lr"] == 1e-6  # the rest of the recipe
 
 
 def test_metrics_csv_has_one_row_per_epoch(recon):
@@ -694,6 +708,68 @@ def test_resume_of_a_run_killed_before_its_final_logs_finishes_them(norecon, tmp
     assert info["status"] == "complete" and info["summary"]["epochs_done"] == 1
     pd.testing.assert_frame_equal(pd.read_csv(logs / "metrics.csv"), norecon.metrics)
     assert (ckpt / "last.pt").read_bytes() == last  # nothing trained
+
+
+def test_resume_never_cuts_the_logs_of_the_same_run_trained_further(norecon, resumed, tmp_path):
+    """--logs-dir B holds the logs of this run trained to epoch 2 (resumed), the checkpoint in --ckpt-dir
+    stopped at epoch 1 (norecon): resuming from it used to rewrite B's metrics.csv and run.json from
+    epoch 1 on. Refused in one line, nothing touched."""
+    ckpt = shutil.copytree(norecon.ckpt, tmp_path / "ckpt")
+    logs = shutil.copytree(resumed[4], tmp_path / "logs")
+    before = {"ckpt": snapshot(ckpt), "logs": snapshot(logs)}
+    argv = train_argv(ckpt, logs, False, "--resume")
+    argv[argv.index("--epochs") + 1] = "3"
+    code, out, err = cli(*argv)
+    assert code == 2
+    line = one_line(err)
+    assert "--logs-dir" in line and str(logs) in line and "2 epochs" in line and str(ckpt / "last.pt") in line
+    assert {"ckpt": snapshot(ckpt), "logs": snapshot(logs)} == before
+
+
+@pytest.mark.parametrize("metrics", ["its-own", "another-runs"])
+def test_a_run_json_replaced_by_garbage(norecon, recon, tmp_path, metrics):
+    """run.json overwritten by garbage: with the run's own metrics.csv beside it (the checkpoint's history),
+    --resume rebuilds run.json from the checkpoint (it used to be refused for ever, 'choose another
+    folder', in the run's own folder); beside another run's metrics.csv, the one line says how to
+    recover, and nothing is touched."""
+    ckpt, logs = copy_run(norecon, tmp_path)
+    (logs / "run.json").write_text("{ not json")
+    if metrics == "another-runs":
+        shutil.copy2(recon.logs / "metrics.csv", logs / "metrics.csv")
+    before = {"ckpt": snapshot(ckpt), "logs": snapshot(logs)}
+    code, out, err = cli(*train_argv(ckpt, logs, False, "--resume"))
+    if metrics == "its-own":
+        assert code == 0, err
+        assert "run.json is unreadable" in out and "rebuilt from the checkpoint" in out
+        info = json.loads((logs / "run.json").read_text())
+        assert info["status"] == "complete" and info["sessions"] == norecon.info["sessions"]
+        pd.testing.assert_frame_equal(pd.read_csv(logs / "metrics.csv"), norecon.metrics)
+    else:
+        assert code == 2
+        line = one_line(err)
+        assert str(logs) in line and "move both out of the folder and resume again" in line
+        assert {"ckpt": snapshot(ckpt), "logs": snapshot(logs)} == before
+
+
+@pytest.mark.parametrize("cut", ["mid-line", "last-row-lost"])
+def test_a_finished_run_whose_metrics_csv_was_cut_gets_it_back_from_its_checkpoint(norecon, tmp_path, cut):
+    """metrics.csv of a finished run cut short (a copy interrupted, a full disk elsewhere): --resume used
+    to say 'already trained' and keep it, and read back its final error was the previous epoch's. Read
+    back now, it is refused by name; --resume (and so a sweep) rewrites it from the checkpoint."""
+    from capslib.core.errors import RunFolderError
+    from capslib.core.runs import read_run
+
+    ckpt, logs = copy_run(norecon, tmp_path)
+    text = (logs / "metrics.csv").read_text()
+    lines = text.splitlines(keepends=True)
+    (logs / "metrics.csv").write_text(text[:-40] if cut == "mid-line" else "".join(lines[:-1]))
+    with pytest.raises(RunFolderError, match="metrics.csv"):
+        read_run(logs)
+    code, out, err = cli(*train_argv(ckpt, logs, False, "--resume"))
+    assert code == 0, err
+    assert "already trained" in out and "rewritten" in out
+    assert (logs / "metrics.csv").read_text() == text
+    assert read_run(logs).history.test_error.iloc[-1] == norecon.metrics.test_error.iloc[-1]
 
 
 @pytest.mark.parametrize("replacement", ["best.pt", "state_dict"])

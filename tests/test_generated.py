@@ -14,9 +14,9 @@ from capslib.core.config import TrainConfig
 from capslib.core.data import load_split, to_tensors
 from capslib.core.datasets import dataset_info
 from capslib.core.evaluate import Evaluation, evaluate_set
-from capslib.core.generated import (AFFINE_RANGES, AffineSet, MultiMNISTSet, ShiftedSet, affine_parameters,
-                               affine_transform, epoch_examples, hashed_uniform, materialise,
-                               multimnist_epoch, other_class_partners, overlay)
+from capslib.core.generated import (AffineSet, MultiMNISTSet, ShiftedSet, affine_parameters, affine_transform,
+                                    epoch_examples, hashed_uniform, materialise, multimnist_epoch,
+                                    other_class_partners, overlay, split_sets)
 from capslib.core.model import M_NEG, M_POS, LAMBDA
 from capslib.core.checkpoint import model_for
 from capslib.core.model import CapsNet, PooledCNN, count_parameters, is_correct, predicted_classes
@@ -52,6 +52,27 @@ def bounding_boxes(channel: torch.Tensor) -> torch.Tensor:
                         torch.where(cols, span, 999).amin(1), torch.where(cols, span, -1).amax(1)], 1)
 
 
+def dots(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n 28×28 images, each one lit pixel at the centre (row 14, column 14), labelled 0-9 in turn: in a
+    generated example the dot's position tells the shift that moved it."""
+    images = torch.zeros(n, 1, 28, 28)
+    images[:, 0, 14, 14] = 1.0
+    return images, torch.arange(n) % 10
+
+
+def dot_shifts(channel: torch.Tensor, pad: int) -> set[tuple[int, int]]:
+    """The (dy, dx) of each dot image (N×S×S: a dot of `dots` padded by `pad`, then shifted)."""
+    flat = channel.flatten(1)
+    assert (flat.sum(1) == 1).all(), "a dot was cut off or smeared"
+    size = channel.shape[-1]
+    rows, cols = flat.argmax(1) // size - (14 + pad), flat.argmax(1) % size - (14 + pad)
+    return set(zip(rows.tolist(), cols.tolist()))
+
+
+def square(shift: int) -> set[tuple[int, int]]:
+    return {(dy, dx) for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)}
+
+
 # ---------------------------------------------------------------------------------------------
 # MultiMNIST
 
@@ -83,6 +104,20 @@ def test_multimnist_examples_overlay_two_shifted_digits_of_different_classes(mni
             assert y[found[0]] == label
             shifts += found[1:]
     assert max(abs(s) for s in shifts) <= 4 and len(set(shifts)) >= 5
+
+
+def test_multimnist_shifts_are_every_shift_of_up_to_4_px_in_training_and_test():
+    """The paper: each digit "shifted up to 4 pixels in each direction". In a training epoch and in the
+    test set, base and partner each take every one of the 81 shifts in [-4, 4]², and none beyond: a
+    range one short at either end ([-4, 3]) misses 9 of them."""
+    images, labels = dots(2000)
+    config = TrainConfig(dataset="multimnist", test_pairs=5)
+    training, _ = epoch_examples(config, images, labels, epoch=0)
+    test, _ = materialise(split_sets(config, "test", images[:400], labels[:400])["test"])  # 2,000 pairs
+    for examples in (training, test):
+        assert examples.shape[1:] == (3, 36, 36)
+        assert dot_shifts(examples[:, 1], pad=4) == square(4)  # the base digit
+        assert dot_shifts(examples[:, 2], pad=4) == square(4)  # its partner
 
 
 def test_multimnist_partners_are_uniform_over_the_other_classes():
@@ -301,13 +336,32 @@ def test_expanded_mnist_pads_to_40x40_and_shifts_by_up_to_6_px(mnist_train):
     assert find_source(first[5, 0], x[5:6], pad=6, max_shift=6) is not None
 
 
+def test_expanded_mnist_shifts_are_every_shift_of_up_to_6_px_in_training_and_test():
+    """The official README's --shift=6 --pad=6: training draws, and the validation and test sets hold,
+    every one of the 169 shifts in [-6, 6]², and none beyond."""
+    images, labels = dots(3000)
+    config = TrainConfig(dataset="mnist-expanded")
+    training, _ = epoch_examples(config, images, labels, epoch=0)
+    test, _ = materialise(split_sets(config, "test", images, labels)["test"])
+    for examples in (training, test):
+        assert examples.shape[1:] == (1, 40, 40)
+        assert dot_shifts(examples[:, 0], pad=6) == square(6)
+
+
+# affNIST's ranges, written here apart from capslib's AFFINE_RANGES so that a change there shows
+AFFNIST_RANGES = {"rotation_degrees": (-20, 20), "shear": (-0.2, 0.2), "scale_x": (0.8, 1.2), "scale_y": (0.8, 1.2),
+                  "u_x": (0, 1), "u_y": (0, 1)}  # u: where in its allowed range the digit is placed
+
+
 def test_affine_parameters_cover_the_affnist_ranges():
+    """Each parameter fills its whole range and stays inside it: its lowest and highest of 20,000 draws
+    lie within 0.1% of the range's ends (a range one unit or one step short, ±19° or shear up to 0.1,
+    fails)."""
     params = affine_parameters(torch.arange(20_000))
-    for name, (low, high) in AFFINE_RANGES.items():
-        values = params[name]
-        assert low <= values.min() and values.max() <= high, name
-        assert values.min() < low + 0.01 * (high - low) and values.max() > high - 0.01 * (high - low), name
-    assert AFFINE_RANGES["rotation_degrees"] == (-20.0, 20.0) and AFFINE_RANGES["scale_x"] == (0.8, 1.2)
+    assert set(params) == set(AFFNIST_RANGES)
+    for name, (low, high) in AFFNIST_RANGES.items():
+        values, margin = params[name], 0.001 * (high - low)
+        assert low <= values.min() < low + margin and high - margin < values.max() <= high, name
 
 
 def test_affine_set_keeps_each_digit_inside_the_40x40_frame(mnist_train):

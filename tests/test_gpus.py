@@ -2,6 +2,7 @@
 processes: the locks are flocks, so only separate processes can show that they exclude each other.
 The GPUs are faked (a list of names), so this runs on any CPU machine."""
 
+import errno
 import os
 import signal
 import subprocess
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from capslib.core.config import TrainConfig
-from capslib.core.errors import RunFolderError
+from capslib.core import gpus
+from capslib.core.errors import CapslibError, RunFolderError
 from capslib.core.gpus import claim_gpu, scheduler_gpus
 from capslib.core.runs import open_run_folder
 
@@ -107,6 +109,34 @@ def test_the_gpus_slurm_gave_are_read_from_its_variables():
     assert scheduler_gpus({"SLURM_JOB_ID": "5", "SLURM_JOB_GPUS": "1"}) == "1"  # the batch script
     assert scheduler_gpus({"SLURM_JOB_ID": "5", "SLURM_JOB_GPUS": "1,2", "SLURM_STEP_GPUS": "2"}) == "2"  # a step
     assert scheduler_gpus({"SLURM_STEP_GPUS": "0"}) is None               # a stray variable outside a job
+
+
+@pytest.mark.parametrize("damage", ["locks-folder-is-a-file", "lock-is-a-folder", "read-only-locks-folder"])
+def test_a_lock_folder_or_file_that_cannot_be_used_is_one_line(tmp_path, monkeypatch, damage):
+    """CAPSLIB_GPU_LOCKS naming a file, a lock that is a folder, a folder where locks cannot be written:
+    each was a traceback (FileExistsError, IsADirectoryError, PermissionError); now a CapslibError (one
+    line on the command line) naming the path and the variable, with nothing changed."""
+    locks = tmp_path / "locks"
+    if damage == "locks-folder-is-a-file":
+        locks.write_text("not a folder")
+        named = locks
+    elif damage == "lock-is-a-folder":
+        (locks / "GPU-a.lock").mkdir(parents=True)
+        named = locks / "GPU-a.lock"
+    else:
+        locks.mkdir(mode=0o500)
+        named = locks / "GPU-a.lock"
+        if os.geteuid() == 0:  # root writes anywhere: the refusal is faked, not the permission
+            def read_only(path, *args, **kwargs):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            monkeypatch.setattr(gpus, "open", read_only, raising=False)
+    monkeypatch.setenv("CAPSLIB_GPU_LOCKS", str(locks))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(CapslibError) as refused:
+        claim_gpu(["GPU-a"], poll_seconds=0.05)
+    message = str(refused.value)
+    assert len(message.splitlines()) == 1 and f"cannot use {named} (" in message and "CAPSLIB_GPU_LOCKS" in message
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 LOCKER = textwrap.dedent("""

@@ -24,7 +24,7 @@ from PIL import Image
 from capslib.core import data as D
 from capslib.core.datasets import DATASETS
 from capslib.core import predict as P
-from capslib.core.checkpoint import load_model
+from capslib.core.checkpoint import load_model, model_for, save_checkpoint
 from capslib.cli import main
 from capslib.core.config import TrainConfig
 from capslib.core.errors import DataError
@@ -172,6 +172,86 @@ def test_predict_missing_image_is_named(checkpoint, tmp_path):
     code, out, err = cli("predict", tmp_path / "nope.png", "--ckpt-path", checkpoint)
     assert code == 2 and out == ""
     assert "nope.png does not exist" in one_line(err)
+
+
+def untrained(folder: Path, dataset: str) -> Path:
+    """The checkpoint of an untrained CapsNet for `dataset`, W × 30 so that its capsules differ in length
+    (conftest.early_capsnet says why)."""
+    config = TrainConfig(dataset=dataset, routing_iterations=1, reconstruction=False)
+    model = model_for(config)
+    with torch.no_grad():
+        model.W.mul_(30)
+    path = folder / f"{dataset}.pt"
+    save_checkpoint(path, model, None, 1, config, [])
+    return path
+
+
+def printed_lengths(line: str) -> list[float]:
+    return [float(x) for x in line.split("capsule lengths: ")[1].rstrip(")").split()[1::2]]
+
+
+def test_an_expanded_mnist_model_reads_the_digit_in_the_middle_of_its_40x40_frame(test_digits, tmp_path):
+    """An expanded-MNIST model (40×40 input) used to fail with a traceback from its primary capsules:
+    the converted digit is now placed unshifted in its frame, and --save-converted writes that frame."""
+    images, _ = test_digits
+    path = tmp_path / "digit.png"
+    Image.fromarray(images[3]).save(path)
+    checkpoint = untrained(tmp_path, "mnist-expanded")
+    code, out, err = cli("predict", path, "--ckpt-path", checkpoint, "--device", "cpu", "--save-converted",
+                         tmp_path / "seen")
+    assert code == 0, err
+    framed = np.zeros((40, 40), np.float32)
+    framed[6:34, 6:34] = P.mnist_like(grey(images[3]))
+    model, _, _ = load_model(checkpoint, "cpu")
+    lengths = model_scores(model, torch.from_numpy(framed).reshape(1, 1, 40, 40))[0][0]
+    (line,) = out.splitlines()
+    assert line.startswith(f"{path}: {int(lengths.argmax())}  (capsule lengths: ")
+    assert printed_lengths(line) == pytest.approx(lengths.tolist(), abs=2e-3)
+    assert lengths.max() - lengths.min() > 0.05  # the comparison tells placements apart
+    with Image.open(tmp_path / "seen" / "digit.40x40.png") as saved:
+        assert np.abs(np.asarray(saved, np.float32) / 255 - framed).max() <= 0.5 / 255 + 1e-6
+
+
+def test_a_multimnist_model_is_refused_in_one_line(test_digits, tmp_path):
+    images, _ = test_digits
+    path = tmp_path / "digit.png"
+    Image.fromarray(images[0]).save(path)
+    checkpoint = untrained(tmp_path, "multimnist")
+    code, out, err = cli("predict", path, "--ckpt-path", checkpoint, "--device", "cpu")
+    assert code == 2 and out == ""
+    line = one_line(err)
+    assert str(checkpoint) in line and "two overlapping digits" in line and "capslib evaluate" in line
+
+
+@pytest.mark.parametrize("case", ["folder-is-a-file", "converted-exists", "two-images-one-name"])
+def test_save_converted_never_replaces_a_file_unasked(checkpoint, test_digits, tmp_path, case):
+    """--save-converted onto a file used to print the predictions, then a traceback; a converted image
+    already there was replaced silently. Now each is one line, before anything is printed or written."""
+    images, _ = test_digits
+    paths = [tmp_path / "a" / "digit.png", tmp_path / "b" / "digit.png"]
+    for path, image in zip(paths, images):
+        path.parent.mkdir()
+        Image.fromarray(image).save(path)
+    seen = tmp_path / "seen"
+    if case == "folder-is-a-file":
+        seen.write_text("my notes")
+    elif case == "converted-exists":
+        seen.mkdir()
+        (seen / "digit.28x28.png").write_text("an earlier file")
+    given = paths if case == "two-images-one-name" else paths[:1]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code, out, err = cli("predict", *given, "--ckpt-path", checkpoint, "--device", "cpu", "--save-converted", seen)
+    assert code == 2 and out == ""
+    line = one_line(err)
+    assert line.startswith("capslib predict: error: --save-converted") and str(seen) in line
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    if case == "converted-exists":
+        assert "--overwrite" in line
+        code, out, err = cli("predict", *given, "--ckpt-path", checkpoint, "--device", "cpu", "--save-converted",
+                             seen, "--overwrite")
+        assert code == 0 and len(out.splitlines()) == 1, err
+        with Image.open(seen / "digit.28x28.png") as saved:
+            assert saved.size == (28, 28)
 
 
 def test_predict_help_states_the_conversion():

@@ -368,6 +368,43 @@ def test_sweep_of_a_study_finished_elsewhere_trains_nothing_even_on_a_cpu(tmp_pa
     assert {p: p.read_bytes() for p in results.rglob("*") if p.is_file()} == before
 
 
+NO_OP_SWEEP = """
+import multiprocessing, sys
+from capslib.cli import main
+pools = []
+spawn = multiprocessing.get_context
+multiprocessing.get_context = lambda *args: pools.append(args) or spawn(*args)
+code = main(sys.argv[1:])
+print(f"torch loaded: {'torch' in sys.modules}; process contexts asked for: {len(pools)}")
+sys.exit(code)
+"""
+
+
+def test_a_finished_sweep_run_again_starts_no_process_and_loads_no_torch(tmp_path):
+    """Run again, a finished sweep (--jobs 2) decides from its logs alone, before anything else: it used
+    to start a process per run, each loading torch to find its run done (31 s for a tiny sweep of 6 runs
+    on 2 CPU cores; now under 2 s)."""
+    results = _committed_logs(tmp_path, "official")
+    done = subprocess.run([sys.executable, "-c", NO_OP_SWEEP, "sweep", "official", "--jobs", "2", "--runs-dir",
+                           str(tmp_path / "runs"), "--results-dir", str(results)], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "3 of 3 runs finished" in done.stdout
+    assert "torch loaded: False; process contexts asked for: 0" in done.stdout
+
+
+def test_a_seed_named_twice_is_refused_in_one_line(tmp_path):
+    """--seeds 1,1 trained one run twice, into one folder: refused before anything starts (--list: were it
+    not refused, the sweep would only list its runs, not train them)."""
+    refused = subprocess.run([sys.executable, "-m", "capslib", "sweep", "table1", "--seeds", "1,1", "--profile", "tiny",
+                              "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--list"],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stdout == ""
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("capslib sweep: error: --seeds") and "1,1" in line and "twice" in line
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
 def test_full_size_sweep_without_a_gpu_is_refused_in_one_line(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "capslib", "sweep", "precision", "--runs-dir", str(tmp_path / "runs"),

@@ -67,6 +67,35 @@ def test_a_non_empty_folder_is_never_overwritten(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
 
 
+def best_pt_alone(tmp_path, evaluations: int, **overrides):
+    """A folder holding a best.pt (untrained weights, `evaluations` rows of history) and no last.pt."""
+    config = small(tmp_path, **overrides)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    rows = [{"epoch": e + 1, "test_accuracy": 0.1} for e in range(evaluations)]
+    checkpoint.save_checkpoint(folder / "best.pt", checkpoint.model_for(config), None, evaluations, config, rows)
+    return folder, (folder / "best.pt").read_bytes()
+
+
+@pytest.mark.parametrize("evaluations, overrides, named", [(2, {}, "a run trained to epoch 2"),
+                                                           (1, {"routing_iterations": 3}, "another run")])
+def test_a_best_pt_that_is_not_this_runs_first_evaluation_is_never_overwritten(tmp_path, evaluations, overrides,
+                                                                                named):
+    """best.pt without last.pt is a run cut off while writing its first last.pt (which then starts
+    again): but not when it holds more than one evaluation, or the weights of another setup."""
+    folder, before = best_pt_alone(tmp_path, evaluations, **overrides)
+    with pytest.raises(RunFolderError, match=f"holds the best.pt of {named}.* move best.pt away"):
+        train(small(tmp_path), resume=True, **QUIET)
+    assert (folder / "best.pt").read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["best.pt"]
+
+
+def test_the_start_of_a_run_cut_off_says_resume_starts_it_again(tmp_path):
+    folder, before = best_pt_alone(tmp_path, 1)
+    with pytest.raises(RunFolderError, match="cut off before its first checkpoint: pass --resume"):
+        train(small(tmp_path), **QUIET)
+    assert (folder / "best.pt").read_bytes() == before
+
+
 def test_a_finished_run_needs_resume_to_continue(tmp_path):
     train(small(tmp_path, epochs=1), **QUIET)
     with pytest.raises(RunFolderError, match="--resume"):
@@ -93,6 +122,32 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, m
     assert all(torch.isfinite(v).all() for v in parameters(tmp_path / "run").values())
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "diverged"
     assert list(read_run(tmp_path / "run").history.epoch) == [1]
+
+
+@pytest.mark.parametrize("error, status", [(RuntimeError("CUDA out of memory"), "failed"),
+                                           (KeyboardInterrupt(), "interrupted")], ids=["error", "ctrl-c"])
+def test_whatever_ends_a_run_early_is_recorded_in_run_json(tmp_path, monkeypatch, error, status):
+    """An exception escaping the training loop (a bug, an out-of-memory error, Ctrl-C) leaves run.json
+    saying how the run ended, never 'running'; the checkpoint of epoch 1 is kept, and resuming finishes
+    the run."""
+    real_epoch_examples = train_module.epoch_examples
+
+    def failing(config, images, labels, epoch):
+        if epoch == 1:
+            raise error
+        return real_epoch_examples(config, images, labels, epoch)
+
+    monkeypatch.setattr(train_module, "epoch_examples", failing)
+    with pytest.raises(type(error)):
+        train(small(tmp_path), **QUIET)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["status"] == status
+    assert info.get("error") == ("RuntimeError: CUDA out of memory" if status == "failed" else None)
+    assert checkpoint.load_checkpoint(tmp_path / "run")["epoch"] == 1
+    monkeypatch.undo()
+    resumed = train(small(tmp_path), resume=True, **QUIET)
+    assert resumed.info["status"] == "complete" and list(resumed.history.epoch) == [1, 2]
+    assert "error" not in resumed.info
 
 
 def test_logs_and_checkpoints_can_live_apart(tmp_path):

@@ -7,12 +7,13 @@ name such as `M_POS`) wherever in capslib/ it is defined. The definition must ex
 and a mutant gone stale after an edit (its definition renamed, its text rewritten) fails loudly,
 before anything runs. Why curated rather than generated (mutmut, cosmic-ray): a generator makes
 hundreds of mutants per module, most of them equivalent or trivial, and runs the test suite for each,
-hours on two cores; these 99 are bugs that matter to the study, each with the tests that should
-catch it, in about a quarter of an hour.
+hours on two cores; these (`--list` shows them) are bugs that matter to the study, each with the
+tests that should catch it.
 They are bugs that matter to the study: the paper's math (squash, routing, margin and
-reconstruction losses, decoder), the data pipeline (IDX parsing, shifts, epoch streams), the
-training loop (lr, batches, resume), evaluation, the CUDA-graph set-up's snapshot, checkpoints,
-figures, tables and the HTML reports. For each, the tests that should catch it run (`pytest -x`, no
+reconstruction losses, decoder), the data pipeline (IDX parsing, shifts, epoch streams, the range
+of every random generator), the training loop (lr, batches, resume), evaluation, the CUDA-graph
+set-up's snapshot, checkpoints, run folders and sweeps stopped from outside (kill -9, SIGTERM,
+Ctrl-C, a full disk), figures, tables and the HTML reports. For each, the tests that should catch it run (`pytest -x`, no
 notebooks); the mutant is killed when they fail (or time out) and survives when they pass.
 
 The checkout is never changed: capslib/ and tests/ are copied into a temporary folder (data/
@@ -51,9 +52,19 @@ RESUME = ["tests/test_train.py::test_resume_continues_the_same_trajectory",
           "tests/test_train.py::test_resume_refuses_a_different_setup"]
 SCHEDULE = ["tests/test_train.py::test_learning_rate_follows_the_seed_study_schedule"]
 DIVERGENCE = ["tests/test_train.py::test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint"]
+RESTART = ["tests/test_train.py::test_the_start_of_a_run_cut_off_says_resume_starts_it_again",
+           "tests/test_train.py::test_a_best_pt_that_is_not_this_runs_first_evaluation_is_never_overwritten",
+           "tests/test_interrupts.py::test_killed_while_writing_the_first_last_pt_resumes"]
+SWEEP_STOPPED = "tests/test_interrupts.py::test_a_stopped_sweep_stops_its_runs_and_a_rerun_continues_them"
+PREDICT = ["tests/test_predict.py"]
+CUT_METRICS = "tests/test_cli.py::test_a_finished_run_whose_metrics_csv_was_cut_gets_it_back_from_its_checkpoint"
+ENDED = ["tests/test_train.py::test_whatever_ends_a_run_early_is_recorded_in_run_json"]
 RECIPES = ["tests/test_recipes.py"]
 LOCKS = ["tests/test_gpus.py"]
 REPORTS = ["tests/test_reports.py"]
+MULTIMNIST_SHIFTS = "tests/test_generated.py::test_multimnist_shifts_are_every_shift_of_up_to_4_px_in_training_and_test"
+EXPANDED_SHIFTS = "tests/test_generated.py::test_expanded_mnist_shifts_are_every_shift_of_up_to_6_px_in_training_and_test"
+AFFINE_PARAMETERS = "tests/test_generated.py::test_affine_parameters_cover_the_affnist_ranges"
 # capslib evaluate on tiny MultiMNIST and expanded-MNIST runs (trained once per pytest process)
 GENERATED_EVAL = ["tests/test_cli.py::test_evaluate_multimnist_reproduces_the_test_error_training_logged",
                   "tests/test_cli.py::test_evaluate_multimnist_scores_test_pairs_of_the_first_test_subset_images",
@@ -225,6 +236,46 @@ MUTANTS = [
     Mutant('divergence-not-detected', '_train', 'if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):',
            'if False:', DIVERGENCE,
            'a NaN loss is checkpointed and training goes on'),
+    Mutant('run-json-running-after-an-error', '_status_kept_true', 'write_run_info(log_dir, ended)',
+           'pass', ENDED,
+           "a run ended by an error or Ctrl-C is left 'running' in its run.json"),
+    Mutant('best-pt-blocks-a-restart', '_holds_only_a_start', 'start = {RUN_INFO, BEST} if folder == ckpt_dir else {RUN_INFO}',
+           'start = {RUN_INFO}', RESTART,
+           'a run killed while writing its first last.pt (best.pt written) can never be resumed or restarted'),
+    Mutant('restart-over-any-best-pt', '_check_restart_over', 'if conflicts or len(saved["history"]) != 1:',
+           'if False:', RESTART,
+           "starting a run again overwrites another run's best.pt, or one of a run trained further"),
+    Mutant('sigterm-kills-capslib-train', 'main', 'previous = raise_on_sigterm() if in_main_thread else None',
+           'previous = None', ['tests/test_interrupts.py::test_sigterm_stops_capslib_train_as_ctrl_c_does'],
+           "SIGTERM kills capslib train outright: no line, and run.json says 'running' for ever"),
+    Mutant('ctrl-c-while-capslib-loads', 'run_capslib', 'except KeyboardInterrupt:',
+           'except ImportError:', ['tests/test_interrupts.py::test_ctrl_c_while_capslib_loads_is_one_line'],
+           'Ctrl-C in the first fraction of a second, while capslib.cli loads, prints a traceback'),
+    Mutant('sweep-workers-die-on-sigterm', '_train_in_worker', 'previous = raise_on_sigterm()',
+           'previous = signal.getsignal(signal.SIGTERM)', [SWEEP_STOPPED + "[SIGTERM]"],
+           "a stopped sweep's runs are killed mid-step, their run.json left 'running'"),
+    Mutant('worker-sigterm-handler-outlives-its-run', '_train_in_worker', '    finally:\n        signal.signal(signal.SIGTERM, previous)\n',
+           '', ['tests/test_interrupts.py::test_a_pool_worker_turns_sigterm_into_a_stop_only_while_its_run_trains'],
+           'every sweep ends with a Terminated traceback from a worker that the pool stops as it exits'),
+    Mutant('sweep-workers-outlive-their-sweep', '_stop_when_orphaned', 'os.kill(os.getpid(), signal.SIGTERM)',
+           'pass', [SWEEP_STOPPED + "[SIGKILL]"],
+           "a sweep killed outright leaves its runs training, adopted by init, holding their folders' locks"),
+    Mutant('full-disk-checkpoint-traceback', 'atomic_save', 'raise cause from None',
+           'raise', ['tests/test_interrupts.py::test_a_disk_that_fills_during_a_checkpoint_write_is_one_line_and_keeps_the_last_checkpoint'],
+           "a disk that fills during a checkpoint write is torch's RuntimeError traceback"),
+    Mutant('cut-metrics-csv-kept', 'train', 'if info.get("status") == "complete" and metrics_match(log_dir, saved["history"]):',
+           'if info.get("status") == "complete" and (log_dir / METRICS).is_file():', [CUT_METRICS],
+           'a finished run whose metrics.csv was cut keeps it: read back, its final error is an earlier epoch\'s'),
+    Mutant('cut-metrics-csv-read', 'read_metrics', 'if text and not text.endswith("\\n"):',
+           'if False:', [CUT_METRICS],
+           'a metrics.csv cut in its last line is read as if whole (the cut row: NaN, or a number cut short)'),
+    Mutant('garbage-run-json-blocks-its-run', 'check_logs_belong_to', 'if (log_dir / METRICS).exists() and not metrics_match(log_dir, saved["history"]):\n            raise RunFolderError(f"--logs-dir {log_dir}: its',
+           'if (log_dir / METRICS).exists():\n            raise RunFolderError(f"--logs-dir {log_dir}: its',
+           ['tests/test_cli.py::test_a_run_json_replaced_by_garbage'],
+           "a run whose run.json was overwritten by garbage can never be resumed in its own folder"),
+    Mutant('resume-cuts-logs-trained-further', 'check_logs_belong_to', 'if logged_epochs > saved["epoch"]:',
+           'if False:', ['tests/test_cli.py::test_resume_never_cuts_the_logs_of_the_same_run_trained_further'],
+           "resuming a shorter copy of a run rewrites --logs-dir's longer logs of it from the copy's epoch on"),
     Mutant('checkpoint-without-adam-state', 'save_checkpoint', 'state.update(optimizer=optimizer.state_dict(),',
            'state.update(optimizer={**optimizer.state_dict(), "state": {}},', RESUME,
            "checkpoints lose Adam's moments"),
@@ -268,9 +319,19 @@ MUTANTS = [
     Mutant('cli-default-not-configs', 'given_fields', 'if f.name != "recipe" and hasattr(args, f.name)}',
            'if f.name != "recipe"}', RECIPES,
            "the command line's defaults drift from TrainConfig's"),
+    Mutant('explicit-none-dropped', 'given_fields', 'if f.name != "recipe" and hasattr(args, f.name)}',
+           'if f.name != "recipe" and getattr(args, f.name, None) is not None}',
+           ['tests/test_cli.py::test_an_explicit_none_is_honoured_end_to_end'],
+           "--recipe official --lr-decay-steps none trains the recipe's 2,000-step schedule"),
+    Mutant('seed-named-twice-accepted', 'run_sweep', 'if len(set(seeds)) != len(seeds):',
+           'if False:', ['tests/test_recipes.py::test_a_seed_named_twice_is_refused_in_one_line'],
+           '--seeds 1,1 trains one run twice into one folder'),
     Mutant('gpu-lock-shared', 'try_claim', 'fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)',
            'fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)', LOCKS,
            'two runs can hold the same GPU'),
+    Mutant('gpu-lock-errors-unexplained', 'try_claim', '    except OSError as err:\n        where',
+           '    except ImportError as err:\n        where', ['tests/test_gpus.py::test_a_lock_folder_or_file_that_cannot_be_used_is_one_line'],
+           'a GPU lock folder or file that cannot be used is a traceback'),
     Mutant('run-folder-unlocked', 'open_run_folder', '            locks.enter_context(_lock(folder, flag))\n',
            '            pass\n', LOCKS,
            'two trainings can write into one run folder'),
@@ -300,6 +361,32 @@ MUTANTS = [
     Mutant('multimnist-test-set-redrawn', 'MultiMNISTSet.batch', 'for stream in range(5)]',
            'for stream in range(1, 6)]', ['tests/test_generated.py::test_multimnist_test_set_is_the_one_defined'],
            'the fixed MultiMNIST test pairs change (other hash streams)'),
+    # each random generator covers its range exactly: a range one short at one end is a bug no
+    # |shift| <= N check sees
+    Mutant('multimnist-shift-range-one-short', 'multimnist_epoch', 'torch.randint(-shift, shift + 1,',
+           'torch.randint(-shift, shift,', [MULTIMNIST_SHIFTS],
+           'MultiMNIST training shifts drawn from [-4, 3] instead of [-4, 4]'),
+    Mutant('multimnist-test-shift-range-one-short', 'MultiMNISTSet.batch', '_uniform_int(v, -self.shift, self.shift)',
+           '_uniform_int(v, -self.shift, self.shift - 1)', [MULTIMNIST_SHIFTS],
+           'MultiMNIST test shifts drawn from [-4, 3] instead of [-4, 4]'),
+    Mutant('hashed-integers-never-high', '_uniform_int', '(u * (high - low + 1))',
+           '(u * (high - low))', [MULTIMNIST_SHIFTS, EXPANDED_SHIFTS],
+           'the hashed test-set shifts never reach their highest value'),
+    Mutant('expanded-shift-5', 'DATASETS', 'source="mnist", pad=6, shift=6',
+           'source="mnist", pad=6, shift=5', [EXPANDED_SHIFTS],
+           'expanded MNIST trained on shifts of up to 5 px, not 6'),
+    Mutant('expanded-test-shift-range-one-short', 'ShiftedSet.batch', '-self.pad, self.pad)',
+           '-self.pad, self.pad - 1)', [EXPANDED_SHIFTS],
+           'expanded MNIST test shifts drawn from [-6, 5] instead of [-6, 6]'),
+    Mutant('all-shifts-range-one-short', 'epoch_data', 'side = 2 * max_shift + 1',
+           'side = 2 * max_shift', ['tests/test_recipes.py::test_all_shifts_epochs_show_every_image_in_all_25_shifts_per_pass'],
+           'the official stream holds 16 shifts per image ([-2, 1]²), not 25'),
+    Mutant('affine-rotation-one-degree-short', 'AFFINE_RANGES', '"rotation_degrees": (-20.0, 20.0)',
+           '"rotation_degrees": (-20.0, 19.0)', [AFFINE_PARAMETERS],
+           'affNIST-style rotations up to 19° one way, 20° the other'),
+    Mutant('affine-scale-y-one-step-short', 'AFFINE_RANGES', '"scale_y": (0.8, 1.2)',
+           '"scale_y": (0.8, 1.1)', [AFFINE_PARAMETERS],
+           'affNIST-style vertical scales up to 1.1, not 1.2'),
     Mutant('top2-rule-one-digit-enough', 'is_correct', '== targets.sort(dim=1).values).all(dim=1)',
            '== targets.sort(dim=1).values).any(dim=1)', ['tests/test_generated.py::test_top2_rule_on_hand_made_scores', 'tests/test_cli.py::test_evaluate_multimnist_scores_test_pairs_of_the_first_test_subset_images'],
            'a MultiMNIST pair counts as correct when one of its two digits is in place'),
@@ -340,6 +427,16 @@ MUTANTS = [
     Mutant('train-step-counts-argmin', 'step_statistics', 'correct = is_correct(output.scores, targets)',
            'correct = is_correct(-output.scores, targets)', SPEED,
            'train accuracy counts the lowest scores'),
+    # --- capslib predict ----------------------------------------------------------------------
+    Mutant('predict-digit-in-the-corner', 'in_frame', 'F.pad(images, (info.pad,) * 4)',
+           'F.pad(images, (0, 2 * info.pad, 0, 2 * info.pad))', PREDICT,
+           "an expanded-MNIST model reads the digit in its frame's corner, not its middle"),
+    Mutant('predict-multimnist-accepted', 'in_frame', 'if info.targets > 1:',
+           'if False:', PREDICT,
+           'a MultiMNIST model is given one digit: a traceback from its primary capsules'),
+    Mutant('save-converted-replaces-unasked', '_check_converted', 'if target.exists() and not overwrite:',
+           'if False:', PREDICT,
+           'predict --save-converted replaces a file already there without --overwrite'),
     # --- figures ---------------------------------------------------------------------------
     Mutant('reconstruction-panel-shows-input', 'reconstruction_figure', '_pixels(pair[1], reconstructions[i])',
            '_pixels(pair[1], images[i])', FIGURES,
@@ -404,9 +501,12 @@ MUTANTS = [
     Mutant('finished-run-of-any-setup', 'finished_run', 'and not resume_conflicts(run.config, config))',
            ')', RECIPES,
            'logs of another setup (another lr, seed, recipe) count as this run, done'),
-    Mutant('sweep-retrains-finished-runs', '_train_one', 'if finished is not None:',
-           'if False:', RECIPES,
+    Mutant('sweep-retrains-finished-runs', 'sweep', 'for config, run in zip(configs, finished) if run is None]',
+           'for config, run in zip(configs, finished)]', RECIPES,
            'a sweep tries to retrain runs whose logs came back without checkpoints, and fails on them'),
+    Mutant('no-op-sweep-loads-torch', 'run_sweep', '    from .study.studies import study_runs\n',
+           '    from .core.speed import resolve_device  # noqa: F401\n    from .study.studies import study_runs\n', ['tests/test_recipes.py::test_a_finished_sweep_run_again_starts_no_process_and_loads_no_torch'],
+           'a finished sweep run again loads torch (seconds) to ask whether there is a GPU'),
     Mutant('full-sweep-on-a-cpu', 'run_sweep', 'if unfinished and args.profile == "full"',
            'if False and args.profile == "full"', RECIPES,
            'make on a laptop starts GPU-sized runs on the CPU without being asked'),

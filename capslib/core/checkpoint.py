@@ -36,10 +36,20 @@ def model_for(config: TrainConfig) -> nn.Module:
 
 
 def atomic_save(obj, path: Path) -> None:
-    # through a Python file, so that a failed write (a full disk) raises OSError, not the RuntimeError
-    # of torch's own file writer
+    # through a Python file, so that a failed write (a full disk) raises OSError, which atomic_path makes
+    # one CapslibError naming the file, keeping the previous one
     with atomic_path(path) as tmp, open(tmp, "wb") as file:
-        torch.save(obj, file)
+        try:
+            torch.save(obj, file)
+        except RuntimeError as err:
+            # torch's zip writer meets the OSError of a failed write, then fails again closing the archive
+            # ("unexpected pos"): the OSError, which it chains, is what happened
+            cause = err.__context__
+            while cause is not None and not isinstance(cause, OSError):
+                cause = cause.__context__
+            if cause is None:
+                raise
+            raise cause from None
 
 
 def rng_states() -> dict:

@@ -22,6 +22,7 @@ job without GPUs keeps the locks (its runs share the node's GPUs with other runs
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import tempfile
@@ -51,9 +52,18 @@ def visible_gpu_ids() -> list[str]:
 
 
 def try_claim(gpu_id: str, folder: Path) -> bool:
-    """Take the lock of `gpu_id` if no other process holds it; keep it until this process ends."""
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / f"{gpu_id}.lock", "a+")
+    """Take the lock of `gpu_id` if no other process holds it; keep it until this process ends. A lock
+    folder or file that cannot be used is a CapslibError naming it."""
+    lock = folder / f"{gpu_id}.lock"
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "a file, not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a+")
+    except OSError as err:
+        where = folder if err.filename is None or Path(err.filename) != lock else lock
+        raise CapslibError(f"GPU locks: cannot use {where} ({err.strerror}); set CAPSLIB_GPU_LOCKS to a folder "
+                           "you can write in") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -14,7 +14,9 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import DataError
+from .datasets import dataset_info
+from .errors import CapslibError, DataError
+from .files import atomic_path
 
 # What `capslib predict --help` and the README say the conversion does.
 CONVERSION = """\
@@ -24,7 +26,10 @@ Each image (PNG, JPEG, any size or colour) is converted as MNIST was made:
   2. the ground set to 0 (its level: the image's median) and the ink stretched to 1;
   3. cropped to the bounding box of the ink, resized so that its longer side is 20 pixels
      (aspect ratio kept, anti-aliased);
-  4. placed in a 28×28 image with its centre of mass at the centre."""
+  4. placed in a 28×28 image with its centre of mass at the centre;
+  5. for a model of expanded MNIST (40×40), that image placed in the middle of the 40×40 frame
+     (zero padding), as the expanded test set's digits are, unshifted. A MultiMNIST model reads two
+     overlapping digits: predict refuses it (capslib evaluate scores it)."""
 
 SIZE, BOX = 28, 20
 CENTRE = 14.0  # row and column index of MNIST's centres of mass (measured: 14.0 ± 0.3 on its test images)
@@ -85,7 +90,23 @@ def load_images(paths: list[Path | str], invert: bool = False) -> torch.Tensor:
     return torch.from_numpy(np.stack([mnist_like(read_grey(p, invert), str(p)) for p in paths])).unsqueeze(1)
 
 
+def in_frame(images: torch.Tensor, dataset: str, checkpoint: Path | str) -> torch.Tensor:
+    """N×1×28×28 MNIST-like images as the input of a model trained on `dataset` (step 5 of CONVERSION):
+    centred in its frame, zero padded (expanded MNIST: 40×40). A MultiMNIST model, whose every input
+    holds two overlapping digits of different classes, is refused by name (a CapslibError)."""
+    import torch.nn.functional as F
+
+    info = dataset_info(dataset)
+    if info.targets > 1:
+        raise CapslibError(f"{checkpoint}: a {dataset} model reads two overlapping digits ({info.image_size}×"
+                           f"{info.image_size}); predict classifies one digit per image (capslib evaluate scores "
+                           "this model)")
+    return F.pad(images, (info.pad,) * 4)
+
+
 def save_grey(image: torch.Tensor | np.ndarray, path: Path | str) -> None:
-    """A 28×28 image in [0, 1] as an 8-bit greyscale PNG."""
-    pixels = np.asarray(image, dtype=np.float32).reshape(SIZE, SIZE)
-    Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(path)
+    """A square image in [0, 1] (any leading dimensions of size 1) as an 8-bit greyscale PNG, written
+    atomically (a failed write is a CapslibError naming the file)."""
+    pixels = np.asarray(image, dtype=np.float32).squeeze()
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(tmp, format="PNG")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import pandas as pd
 from .config import TrainConfig, resume_conflicts
 from .errors import RunFolderError
 from .files import TEMPORARY_SUFFIX, atomic_write_text
-from .layout import LAST, METRICS, RUN_INFO, configuration_label
+from .layout import BEST, LAST, METRICS, RUN_INFO, configuration_label
 
 COLUMNS = ["epoch", "step", "lr", "train_loss", "train_margin_loss", "train_reconstruction_loss", "train_accuracy",
            "validation_loss", "validation_accuracy", "validation_error",
@@ -42,9 +43,12 @@ def _entries(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if not p.name.endswith(TEMPORARY_SUFFIX)] if folder.is_dir() else []
 
 
-def _holds_only_a_start(folder: Path) -> bool:
-    """What a run writes before its first checkpoint: nothing worth keeping if it was cut off."""
-    return all(p.name == RUN_INFO or p.name.startswith("events.out.tfevents") for p in _entries(folder))
+def _holds_only_a_start(folder: Path, ckpt_dir: Path) -> bool:
+    """What a run writes before its first resumable checkpoint: run.json, TensorBoard events and, in
+    the checkpoint folder, best.pt (written just before the first last.pt; train.py checks that it is
+    this run's first evaluation before starting the run again over it)."""
+    start = {RUN_INFO, BEST} if folder == ckpt_dir else {RUN_INFO}
+    return all(p.name in start or p.name.startswith("events.out.tfevents") for p in _entries(folder))
 
 
 @contextlib.contextmanager
@@ -110,8 +114,11 @@ def _checkpoint_to_resume(ckpt_dir: Path, log_dir: Path, resume: bool) -> Path |
     if resume and last.is_file():
         return last
     for folder, flag in _folders(ckpt_dir, log_dir):
-        if _entries(folder) and not (resume and _holds_only_a_start(folder)):
-            if not (folder / LAST).is_file():
+        if _entries(folder) and not (resume and _holds_only_a_start(folder, ckpt_dir)):
+            if _holds_only_a_start(folder, ckpt_dir):
+                hint = ("it holds the start of a run cut off before its first checkpoint: pass --resume "
+                        "(notebook: resume = True) to start that run again")
+            elif not (folder / LAST).is_file():
                 hint = "it holds no checkpoint to resume"
             elif folder == ckpt_dir:
                 hint = "pass --resume (notebook: resume = True) to continue it"
@@ -122,21 +129,51 @@ def _checkpoint_to_resume(ckpt_dir: Path, log_dir: Path, resume: bool) -> Path |
     return None
 
 
-def check_logs_belong_to(log_dir: Path, saved_config: TrainConfig, checkpoint: Path) -> None:
-    """Resuming must not overwrite the logs of another run that happen to sit in --logs-dir: the
-    run.json there must describe the checkpoint's run (the same trajectory; the folders may have
-    moved since)."""
+def check_logs_belong_to(log_dir: Path, saved: dict, checkpoint: Path) -> None:
+    """Resuming must not overwrite logs that are not the checkpoint's run's, up to its epoch: the
+    run.json in --logs-dir must describe the checkpoint's run (the same trajectory; the folders may
+    have moved since), and its logs must not go further than the checkpoint (those of the same run
+    trained on from another copy of it). Without a readable run.json, a metrics.csv is the run's only
+    if it is the checkpoint's history (run.json is then rebuilt from the checkpoint)."""
+    saved_config = TrainConfig.from_dict(saved["config"])
     try:
-        logged = TrainConfig.from_dict(json.loads((log_dir / RUN_INFO).read_text())["config"])
-    except (OSError, ValueError, KeyError, TypeError):
-        if (log_dir / METRICS).exists():  # somebody's metrics without their run.json: not ours to overwrite
+        info = json.loads((log_dir / RUN_INFO).read_text())
+        logged = TrainConfig.from_dict(info["config"])
+    except FileNotFoundError:
+        info = None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        if (log_dir / METRICS).exists() and not metrics_match(log_dir, saved["history"]):
+            raise RunFolderError(f"--logs-dir {log_dir}: its {RUN_INFO} is unreadable ({_reason(err)}) and its "
+                                 f"{METRICS} is not the history of {checkpoint}; if they are this run's logs, move "
+                                 "both out of the folder and resume again (the checkpoint rebuilds them), else "
+                                 "choose another folder") from None
+        return  # the checkpoint rebuilds run.json
+    if info is None:
+        if (log_dir / METRICS).exists() and not metrics_match(log_dir, saved["history"]):
+            # somebody's metrics without their run.json: not ours to overwrite
             raise RunFolderError(f"--logs-dir {log_dir} holds a metrics.csv but no run.json of the run in "
-                                 f"{checkpoint}; choose another folder") from None
+                                 f"{checkpoint}; choose another folder")
         return  # no logs (lost, or never written): the checkpoint rebuilds them
     conflicts = resume_conflicts(logged, saved_config)
     if conflicts:
         raise RunFolderError(f"--logs-dir {log_dir} holds the logs of another run than {checkpoint} "
                              f"({conflicts[0]}); choose another folder")
+    logged_epochs = _logged_epochs(log_dir, info)
+    if logged_epochs > saved["epoch"]:
+        raise RunFolderError(f"--logs-dir {log_dir} holds {logged_epochs} epochs of this run, more than the "
+                             f"{saved['epoch']} of {checkpoint}: resuming from it would overwrite them; resume from "
+                             "the checkpoint of the run trained further, or choose another --logs-dir")
+
+
+def _logged_epochs(log_dir: Path, info: dict) -> int:
+    """How far the logs in log_dir go: the last epoch of metrics.csv (what can be read of it) or of
+    run.json's summary, whichever is further."""
+    epochs = [(info.get("summary") or {}).get("epochs_done") or 0]
+    try:
+        epochs.append(int(pd.read_csv(log_dir / METRICS).epoch.max()))
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass  # none, or unreadable: run.json's word
+    return max(epochs)
 
 
 def write_metrics(log_dir: Path, history: list[dict]) -> None:
@@ -209,14 +246,55 @@ def run_info(folder: Path) -> dict | None:
 
 
 def read_run(folder: Path) -> Run:
-    """A run folder (its logs dir) read back: config, run.json and metrics.csv."""
+    """A run folder (its logs dir) read back: config, run.json and metrics.csv. Logs that capslib cannot
+    have written whole (a run.json that is not one, a metrics.csv cut short or ending before the epoch
+    run.json says the run reached) raise RunFolderError naming the file, rather than give numbers that
+    are not the run's."""
     folder = Path(folder)
     try:
         info = json.loads((folder / RUN_INFO).read_text())
-        history = pd.read_csv(folder / METRICS)
+        config = TrainConfig.from_dict(info["config"])
     except FileNotFoundError as err:
         raise RunFolderError(f"{folder}: not a run folder (missing {Path(err.filename).name})") from None
-    return Run(folder, TrainConfig.from_dict(info["config"]), info, history)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise RunFolderError(f"{folder / RUN_INFO}: not a run.json that capslib wrote ({_reason(err)})") from None
+    history = read_metrics(folder / METRICS)
+    done = (info.get("summary") or {}).get("epochs_done")
+    last = int(history.epoch.iloc[-1]) if "epoch" in history and len(history) else None
+    if done is not None and last != done:
+        raise RunFolderError(f"{folder / METRICS}: ends at epoch {last}, but {RUN_INFO} says the run did {done} "
+                             "(cut short?)")
+    return Run(folder, config, info, history)
+
+
+def read_metrics(path: Path) -> pd.DataFrame:
+    """metrics.csv as written (a RunFolderError if it is missing, unreadable or cut in a line)."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise RunFolderError(f"{Path(path).parent}: not a run folder (missing {METRICS})") from None
+    except (OSError, ValueError) as err:
+        raise RunFolderError(f"{path}: unreadable ({_reason(err)})") from None
+    if text and not text.endswith("\n"):  # written whole, it ends with a line break
+        raise RunFolderError(f"{path}: cut short (its last line is incomplete)")
+    try:
+        return pd.read_csv(io.StringIO(text))
+    except ValueError as err:
+        raise RunFolderError(f"{path}: not a metrics.csv that capslib wrote ({_reason(err)})") from None
+
+
+def metrics_match(log_dir: Path, history: list[dict]) -> bool:
+    """Whether log_dir's metrics.csv holds exactly `history` (a checkpoint's), read as written."""
+    try:
+        logged = read_metrics(Path(log_dir) / METRICS)
+    except RunFolderError:
+        return False
+    written = pd.read_csv(io.StringIO(pd.DataFrame(history, columns=COLUMNS).to_csv(index=False)))
+    return list(logged.columns) == list(written.columns) and logged.equals(written)
+
+
+def _reason(err: Exception) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0][:120]
 
 
 def find_runs(root: Path | str, pattern: str = "*") -> list[Run]:

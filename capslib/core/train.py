@@ -4,6 +4,8 @@ checkpoints. `train(config)` is all a notebook or the CLI calls."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import time
 from pathlib import Path
@@ -23,10 +25,11 @@ from .errors import CapslibError, RunFolderError, TrainingDiverged
 from .evaluate import evaluate_set
 from .generated import epoch_examples, example_shape, scored_sets
 from .gpus import claim_device
-from .layout import BEST, LAST, METRICS, placed
+from .layout import BEST, LAST, METRICS, RUN_INFO, placed
 from .model import count_parameters
 from .provenance import provenance
-from .runs import Run, check_logs_belong_to, finish_run, open_run_folder, read_run, selection, write_metrics, write_run_info
+from .runs import (Run, check_logs_belong_to, finish_run, metrics_match, open_run_folder, read_run, selection,
+                   write_metrics, write_run_info)
 from .speed import (configure_backends, make_optimizer, make_train_step, prepare_images, prepare_model,
                     resolve_speed, set_lr)
 
@@ -58,20 +61,39 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = False, log
     config = placed(config).validate()  # without folders: runs/<run name> (layout.py)
     ckpt_dir, log_dir = Path(config.ckpt_dir), config.log_dir
     with open_run_folder(ckpt_dir, log_dir, resume) as resume_from:
+        if resume and resume_from is None and (ckpt_dir / BEST).is_file():
+            _check_restart_over(ckpt_dir / BEST, config, log)
         saved = ckpt.load_resumable(resume_from) if resume_from else None
         if saved is not None:
-            check_logs_belong_to(log_dir, TrainConfig.from_dict(saved["config"]), resume_from)
+            check_logs_belong_to(log_dir, saved, resume_from)
             conflicts = resume_conflicts(TrainConfig.from_dict(saved["config"]), config)
             if conflicts:
                 raise RunFolderError(f"{resume_from}: cannot resume with a different setup ({'; '.join(conflicts)})")
             if saved["epoch"] >= config.epochs:
                 log(f"{ckpt_dir}: already trained for {saved['epoch']} epochs")
-                info = _earlier_info(log_dir, saved)
-                if info.get("status") == "complete" and (log_dir / METRICS).is_file():
+                info = _earlier_info(log_dir, saved, log)
+                if info.get("status") == "complete" and metrics_match(log_dir, saved["history"]):
                     return read_run(log_dir)
+                if (log_dir / METRICS).is_file() and not metrics_match(log_dir, saved["history"]):
+                    log(f"{log_dir / METRICS} is not the history of {resume_from} (cut short?): rewritten from it")
                 # killed between its last checkpoint and its final logs: finish them from the checkpoint
                 return finish_run(log_dir, info, saved["history"], "complete")
         return _train(config, saved, progress, log, deadline, stop)
+
+
+def _check_restart_over(best: Path, config: TrainConfig, log) -> None:
+    """A run killed while it wrote its first last.pt leaves the best.pt written just before, and
+    nothing to resume from: it starts again, and its first evaluation rewrites best.pt. Unless that
+    best.pt is not this run's first evaluation (another setup's, or one of several evaluations): that
+    is never overwritten."""
+    saved = ckpt.load_checkpoint(best)
+    conflicts = resume_conflicts(TrainConfig.from_dict(saved["config"]), config)
+    if conflicts or len(saved["history"]) != 1:
+        whose = f"another run ({conflicts[0]})" if conflicts else f"a run trained to epoch {saved['epoch']}"
+        raise RunFolderError(f"{best.parent} holds the best.pt of {whose} but no last.pt to resume from; "
+                             "move best.pt away to start this run there, or choose another folder")
+    log(f"{best.parent}: the run was cut off before its first resumable checkpoint (best.pt of epoch "
+        f"{saved['epoch']}, no last.pt): starting it again")
 
 
 def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadline: float | None,
@@ -98,68 +120,89 @@ def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadlin
         log(f"resuming {ckpt_dir} after epoch {start_epoch}")
 
     # A run may span several processes (resumed on other machines): each adds one session record.
-    sessions = _earlier_info(log_dir, saved).get("sessions", []) if saved is not None else []
+    sessions = _earlier_info(log_dir, saved, log).get("sessions", []) if saved is not None else []
     info = {"config": config.to_dict(), "variant": config.variant(), "parameters": count_parameters(model),
             "speed_path": path.name, "train_images": len(data.train_images), "test_images": len(data.test_images),
             "validation_images": config.validation_size,
             "sessions": sessions + [{**provenance(device), "start_epoch": start_epoch}], "status": "running"}
     write_run_info(log_dir, info)
-    train_x, train_y = to_tensors(data.train_images, data.train_labels, device)
-    scored = scored_sets(config, data, device)  # generated on the device for multimnist and mnist-expanded
-    shape = example_shape(config)
-    step = make_train_step(model, optimizer, path, device, config.batch_size, shape,
-                           dataset_info(config.dataset).targets)
-    info["setup_seconds"] = round(time.perf_counter() - started, 2)
-    log(f"{config.model} ({config.variant()}) on {config.dataset} ({len(train_x)} train / "
-        f"{len(scored['validation']) if 'validation' in scored else 0} validation / {len(scored['test'])} test examples), "
-        f"{info['parameters']:,} parameters, {info['sessions'][-1]['device']}, speed path {path.name}")
+    with _status_kept_true(log_dir, info):
+        train_x, train_y = to_tensors(data.train_images, data.train_labels, device)
+        scored = scored_sets(config, data, device)  # generated on the device for multimnist and mnist-expanded
+        shape = example_shape(config)
+        step = make_train_step(model, optimizer, path, device, config.batch_size, shape,
+                               dataset_info(config.dataset).targets)
+        info["setup_seconds"] = round(time.perf_counter() - started, 2)
+        log(f"{config.model} ({config.variant()}) on {config.dataset} ({len(train_x)} train / "
+            f"{len(scored['validation']) if 'validation' in scored else 0} validation / {len(scored['test'])} test examples), "
+            f"{info['parameters']:,} parameters, {info['sessions'][-1]['device']}, speed path {path.name}")
 
-    wall_before = history[-1]["wall_seconds"] if history else 0.0
-    saved_at, saved_epoch = None, start_epoch
-    writer = SummaryWriter(log_dir=str(log_dir), purge_step=start_epoch + 1)
+        wall_before = history[-1]["wall_seconds"] if history else 0.0
+        saved_at, saved_epoch = None, start_epoch
+        writer = SummaryWriter(log_dir=str(log_dir), purge_step=start_epoch + 1)
+        try:
+            for epoch in range(start_epoch, config.epochs):
+                row = _train_epoch(step, optimizer, config, path, epoch, train_x, train_y, progress)
+                done = epoch + 1
+                if done % config.eval_every and done != config.epochs:
+                    # asked to stop between evaluations: a checkpoint of this epoch, from which a resumed run
+                    # continues as if never stopped; metrics.csv keeps its rows (evaluations only). An epoch
+                    # whose loss is not finite is left to the next evaluation, which reports the divergence
+                    # and keeps the last good checkpoint. (wall_seconds, kept with the evaluations, leaves out
+                    # the time of the epochs after the last one.)
+                    if not (stop is not None and stop() and math.isfinite(row["train_loss"])):
+                        continue
+                    ckpt.save_checkpoint(ckpt_dir / LAST, model, optimizer, done, config, history, info["sessions"])
+                    write_metrics(log_dir, history)
+                    log(f"asked to stop after epoch {done}: checkpoint saved; resume to continue")
+                    return finish_run(log_dir, info, history, "stopped")
+                row.update(_evaluate(model, scored, config, path))
+                row["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
+                if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):
+                    write_run_info(log_dir, {**info, "status": "diverged"})
+                    kept = f"the last good checkpoint ({ckpt_dir / LAST}, epoch {saved_epoch}) is kept" \
+                        if (ckpt_dir / LAST).is_file() else "no checkpoint had been written yet"
+                    raise TrainingDiverged(f"epoch {done}: loss is {row['train_loss']} (train) / {row['test_loss']} "
+                                           f"(test); training stopped, {kept}")
+                history.append(row)
+                if _is_best(history):
+                    ckpt.save_checkpoint(ckpt_dir / BEST, model, None, done, config, history, info["sessions"])
+                asked = stop is not None and stop()
+                out_of_time = deadline is not None and time.time() >= deadline
+                if saved_at is None or time.monotonic() - saved_at >= CHECKPOINT_SECONDS or done == config.epochs \
+                        or out_of_time or asked:
+                    ckpt.save_checkpoint(ckpt_dir / LAST, model, optimizer, done, config, history, info["sessions"])
+                    write_metrics(log_dir, history)  # the CSV never runs ahead of the checkpoint
+                    saved_at, saved_epoch = time.monotonic(), done
+                _log_scalars(writer, row)
+                log(_epoch_line(row, config.epochs))
+                if (out_of_time or asked) and done < config.epochs:
+                    why = "asked to stop" if asked else "time limit reached"
+                    log(f"{why} after epoch {done}: checkpoint saved; resume to continue")
+                    return finish_run(log_dir, info, history, "stopped")
+        finally:
+            writer.close()
+        return finish_run(log_dir, info, history, "complete")
+
+
+@contextlib.contextmanager
+def _status_kept_true(log_dir: Path, info: dict):
+    """While the block runs, run.json says 'running'; whatever ends it early is recorded there, so
+    that no run.json says 'running' after its process has stopped (but for kill -9, which nothing
+    outlives): Ctrl-C or SIGTERM as 'interrupted', anything else as 'failed' with the error's line. A
+    diverged run has said so itself. The checkpoint written last is kept, to resume from."""
     try:
-        for epoch in range(start_epoch, config.epochs):
-            row = _train_epoch(step, optimizer, config, path, epoch, train_x, train_y, progress)
-            done = epoch + 1
-            if done % config.eval_every and done != config.epochs:
-                # asked to stop between evaluations: a checkpoint of this epoch, from which a resumed run
-                # continues as if never stopped; metrics.csv keeps its rows (evaluations only). An epoch
-                # whose loss is not finite is left to the next evaluation, which reports the divergence
-                # and keeps the last good checkpoint. (wall_seconds, kept with the evaluations, leaves out
-                # the time of the epochs after the last one.)
-                if not (stop is not None and stop() and math.isfinite(row["train_loss"])):
-                    continue
-                ckpt.save_checkpoint(ckpt_dir / LAST, model, optimizer, done, config, history, info["sessions"])
-                write_metrics(log_dir, history)
-                log(f"asked to stop after epoch {done}: checkpoint saved; resume to continue")
-                return finish_run(log_dir, info, history, "stopped")
-            row.update(_evaluate(model, scored, config, path))
-            row["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
-            if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):
-                write_run_info(log_dir, {**info, "status": "diverged"})
-                kept = f"the last good checkpoint ({ckpt_dir / LAST}, epoch {saved_epoch}) is kept" \
-                    if (ckpt_dir / LAST).is_file() else "no checkpoint had been written yet"
-                raise TrainingDiverged(f"epoch {done}: loss is {row['train_loss']} (train) / {row['test_loss']} "
-                                       f"(test); training stopped, {kept}")
-            history.append(row)
-            if _is_best(history):
-                ckpt.save_checkpoint(ckpt_dir / BEST, model, None, done, config, history, info["sessions"])
-            asked = stop is not None and stop()
-            out_of_time = deadline is not None and time.time() >= deadline
-            if saved_at is None or time.monotonic() - saved_at >= CHECKPOINT_SECONDS or done == config.epochs \
-                    or out_of_time or asked:
-                ckpt.save_checkpoint(ckpt_dir / LAST, model, optimizer, done, config, history, info["sessions"])
-                write_metrics(log_dir, history)  # the CSV never runs ahead of the checkpoint
-                saved_at, saved_epoch = time.monotonic(), done
-            _log_scalars(writer, row)
-            log(_epoch_line(row, config.epochs))
-            if (out_of_time or asked) and done < config.epochs:
-                why = "asked to stop" if asked else "time limit reached"
-                log(f"{why} after epoch {done}: checkpoint saved; resume to continue")
-                return finish_run(log_dir, info, history, "stopped")
-    finally:
-        writer.close()
-    return finish_run(log_dir, info, history, "complete")
+        yield
+    except TrainingDiverged:
+        raise
+    except BaseException as err:
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        ended = {**info, "status": status}
+        if status == "failed":
+            ended["error"] = (f"{type(err).__name__}: " + (str(err).splitlines() or [""])[0])[:300]
+        with contextlib.suppress(CapslibError):  # a full disk must not hide the error that ended the run
+            write_run_info(log_dir, ended)
+        raise
 
 
 def _train_epoch(step, optimizer, config, path, epoch, train_x, train_y, progress) -> dict:
@@ -228,10 +271,16 @@ def _epoch_line(row: dict, epochs: int) -> str:
             f"({row['epoch_seconds']:.1f} s, {row['train_images_per_second']:,.0f} img/s)")
 
 
-def _earlier_info(log_dir: Path, saved: dict) -> dict:
-    """The run.json of the run being resumed, or one rebuilt from its checkpoint."""
+def _earlier_info(log_dir: Path, saved: dict, log) -> dict:
+    """The run.json of the run being resumed, or one rebuilt from its checkpoint (check_logs_belong_to
+    has made sure that the logs there are this run's, or none)."""
     try:
-        return read_run(log_dir).info
-    except CapslibError:
-        return {"config": saved["config"], "variant": TrainConfig.from_dict(saved["config"]).variant(),
-                "sessions": saved.get("sessions", [])}
+        info = json.loads((log_dir / RUN_INFO).read_text())
+        TrainConfig.from_dict(info["config"])
+        return info
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        log(f"{log_dir / RUN_INFO} is unreadable ({type(err).__name__}): rebuilt from the checkpoint")
+    return {"config": saved["config"], "variant": TrainConfig.from_dict(saved["config"]).variant(),
+            "sessions": saved.get("sessions", [])}

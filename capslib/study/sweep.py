@@ -7,18 +7,23 @@ finished run is never trained twice. On a GPU machine each run claims a GPU that
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Callable
 
 from ..core.config import TrainConfig, resume_conflicts
-from ..core.errors import CapslibError
+from ..core.errors import CapslibError, raise_on_sigterm
 from ..core.runs import Run, read_run, summary_line
 
 
 # A run started with less time than this before the deadline would spend it compiling, not training.
 MIN_SECONDS_TO_START = 90
+ORPHAN_POLL_SECONDS = 0.5  # how often a pool worker checks that its sweep is still there
 
 
 def sweep(configs: list[TrainConfig], jobs: int = 1, log=print, deadline: float | None = None) -> int:
@@ -26,15 +31,23 @@ def sweep(configs: list[TrainConfig], jobs: int = 1, log=print, deadline: float 
 
     With a `deadline` (time.time()), running runs stop at their first evaluation after it (saving a
     checkpoint) and runs not yet started are left for the next sweep."""
-    tasks = [(config.to_dict(), deadline) for config in configs]
-    if jobs == 1:
-        results = [_train_one(task) for task in tasks]
+    # Runs that their logs say are finished are decided here, from the logs alone: rerunning a finished
+    # sweep starts no process and loads no torch (a process per run cost seconds each).
+    finished = [finished_run(config) for config in configs]
+    tasks = [(config.to_dict(), deadline) for config, run in zip(configs, finished) if run is None]
+    if jobs == 1 or len(tasks) <= 1:
+        trained = [_train_one(task) for task in tasks]
     else:
         # spawn, not fork: CUDA cannot be used in a forked child; one run per process, so that each
-        # releases its GPU (memory and lock) when it ends.
-        with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
-            results = pool.map(_train_one, tasks, chunksize=1)
-    return report(results, log)
+        # releases its GPU (memory and lock) when it ends. Stopping the sweep stops its runs: on Ctrl-C
+        # or SIGTERM (a KeyboardInterrupt here, see cli.main) leaving the block terminates the pool,
+        # whose SIGTERM each run records; a sweep killed outright leaves its runs to stop themselves.
+        with multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)), initializer=_worker_started,
+                                                       initargs=(os.getpid(),), maxtasksperchild=1) as pool:
+            trained = pool.map(_train_in_worker, tasks, chunksize=1)
+    trained = iter(trained)
+    return report([next(trained) if run is None else (Path(config.log_dir).name, True, summary_line(run.info["summary"]))
+                   for config, run in zip(configs, finished)], log)
 
 
 def report(results: list[tuple[str, bool, str]], log=print) -> int:
@@ -44,6 +57,34 @@ def report(results: list[tuple[str, bool, str]], log=print) -> int:
     finished = sum(ok for _, ok, _ in results)
     log(f"{finished} of {len(results)} runs finished")
     return 0 if finished == len(results) else 1
+
+
+def _worker_started(sweep_pid: int) -> None:
+    """In each pool worker, first. Ctrl-C reaches every process of the terminal's foreground group: the
+    sweep alone handles it (it stops its workers as on SIGTERM). A worker whose sweep has gone (kill -9,
+    which nothing can handle) must not train on for ever, orphaned, holding its run folder's lock: it
+    stops its own run as SIGTERM would."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_stop_when_orphaned, args=(sweep_pid,), name="watch-sweep", daemon=True).start()
+
+
+def _stop_when_orphaned(sweep_pid: int) -> None:
+    while os.getppid() == sweep_pid:  # an orphan is adopted by init (or a subreaper)
+        time.sleep(ORPHAN_POLL_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _train_in_worker(task: tuple[dict, float | None]) -> tuple[str, bool, str]:
+    """_train_one in a pool worker, where SIGTERM stops the run as Ctrl-C stops `capslib train`; the run
+    records it (run.json: interrupted), then the worker ends without a traceback. Before and after its
+    task a worker has no run to stop: SIGTERM (the pool's, when the sweep ends) ends it at once."""
+    previous = raise_on_sigterm()
+    try:
+        return _train_one(task)
+    except KeyboardInterrupt:
+        sys.exit(128 + signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _train_one(task: tuple[dict, float | None]) -> tuple[str, bool, str]:
