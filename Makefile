@@ -7,7 +7,8 @@
 #   make mutation     plant each of a list of bugs in a copy of capslib; the tests must catch them
 #   make reproduce    the whole study (GPU): data, every set of runs, figures, tables, reports
 #   make quick        the same study on small subsets, on a CPU, written under quick/
-#   make bench        speed of each training path -> results/benchmarks.md
+#   make bench        speed of each training path -> results/benchmarks.md (CUDA)
+#   make bench-cpu    speed of each CPU path beside the XifengGuo port -> results/benchmarks-cpu.md
 #   make docs         the numbers README.md and docs/ quote, generated from the committed tables
 #   make lab          JupyterLab on the repository (notebooks/ open; results/ in reach)
 #   make explore      JupyterLab opened on 10_explore: one image at a time through a trained CapsNet (ipywidgets)
@@ -95,7 +96,7 @@ sweep = $(PYTHON) -m capslib sweep $1 --profile $(PROFILE) --seeds $(subst $() ,
 done = $(RESULTS)/$1/.done
 
 .PHONY: setup lock test mutation docs reproduce quick data table1 figures fashion validated ablation table1-official \
-	multimnist affine tables report bench lab explore clean
+	multimnist affine tables report bench bench-cpu lab explore clean
 .DELETE_ON_ERROR:
 
 setup:
@@ -174,6 +175,9 @@ report: data figures fashion ablation multimnist affine tables
 
 bench:
 	$(PYTHON) -m capslib bench --out-dir results
+
+bench-cpu:
+	$(PYTHON) -m capslib bench --device cpu --rounds 5 --out-dir results
 
 # The numbers README.md and docs/ quote, generated from the committed tables (capslib/study/quotes.py);
 # make test checks that none has drifted (tests/test_docs.py).

@@ -259,10 +259,15 @@ def build_parser() -> Parser:
     predict.add_argument("--overwrite", action="store_true", help="replace converted images already in --save-converted")
     predict.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
 
-    bench = commands.add_parser("bench", help="training throughput of each speed path (CUDA)")
-    bench.add_argument("--paths", default="fp32,tf32,bf16,compile,graph", help="comma-separated speed paths")
-    bench.add_argument("--batch-sizes", default="128,512", help="comma-separated; extra sizes use the last path")
-    bench.add_argument("--steps", type=positive_int, default=100)
+    bench = commands.add_parser("bench", help="training throughput of each speed path (CUDA, or --device cpu)")
+    bench.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
+                       help="cpu: the CPU paths beside the XifengGuo port, interleaved rounds (benchmarks-cpu.md)")
+    bench.add_argument("--paths", help="comma-separated speed paths (default: fp32,tf32,bf16,compile,graph; "
+                                       "on cpu fp32,bf16,compile)")
+    bench.add_argument("--batch-sizes", default="128,512", help="comma-separated; extra sizes use the last path "
+                                                                "(cpu: the first size only)")
+    bench.add_argument("--steps", type=positive_int, help="timed steps (default 100; cpu: per round, 5)")
+    bench.add_argument("--rounds", type=positive_int, default=3, help="cpu: interleaved rounds, the best reported")
     bench.add_argument("--out-dir", default="results", metavar="DIR", help="where benchmarks.md/.csv go")
     bench.add_argument("--profile", action="store_true", help="also print torch.profiler's top kernels")
 
@@ -483,7 +488,9 @@ def run_bench(args) -> None:
     from .study.bench import default_cases, profile_step, run_benchmark, write_benchmark
     from .core.speed import SPEED_PATHS
 
-    paths = tuple(p.strip() for p in args.paths.split(","))
+    cpu = args.device == "cpu"
+    paths = tuple(p.strip() for p in (args.paths or ("fp32,bf16,compile" if cpu else "fp32,tf32,bf16,compile,graph"))
+                  .split(","))
     unknown = [p for p in paths if p not in SPEED_PATHS]
     if unknown:
         raise CapslibError(f"--paths: unknown speed path {unknown[0]!r}; choose from {', '.join(SPEED_PATHS)}")
@@ -491,8 +498,18 @@ def run_bench(args) -> None:
         sizes = tuple(positive_int(b) for b in args.batch_sizes.split(","))
     except argparse.ArgumentTypeError as err:
         raise CapslibError(f"--batch-sizes: {err}") from None
-    table = run_benchmark(default_cases(paths, batch_sizes=sizes), steps=args.steps)
-    print(f"wrote {write_benchmark(table, Path(args.out_dir), args.steps)}")
+    if cpu:
+        from .study.bench import run_cpu_benchmark, write_cpu_benchmark
+        cuda_only = [p for p in paths if SPEED_PATHS[p].cuda_only]
+        if cuda_only:
+            cpu_paths = ", ".join(name for name, path in SPEED_PATHS.items() if not path.cuda_only)
+            raise CapslibError(f"--paths: {cuda_only[0]} needs a CUDA device; on a CPU choose from {cpu_paths}")
+        steps = args.steps or 5
+        table = run_cpu_benchmark(paths, batch_size=sizes[0], steps=steps, rounds=args.rounds)
+        print(f"wrote {write_cpu_benchmark(table, Path(args.out_dir), steps, args.rounds)}")
+        return
+    table = run_benchmark(default_cases(paths, batch_sizes=sizes), steps=args.steps or 100)
+    print(f"wrote {write_benchmark(table, Path(args.out_dir), args.steps or 100)}")
     if args.profile:
         print(profile_step("compile" if "compile" in paths else paths[-1]))
 

@@ -337,6 +337,7 @@ def test_resume_with_a_different_setup_is_refused(norecon):
     (["--paths", "nope"], "nope"),
     (["--paths", "fp32,nope"], "nope"),
     (["--batch-sizes", "128,0"], "--batch-sizes"),
+    (["--device", "cpu", "--paths", "fp32,graph"], "graph"),
 ])
 def test_bench_mistakes(tmp_path, monkeypatch, argv, named):
     monkeypatch.chdir(tmp_path)  # the default --out-dir is results/ under the working folder

@@ -48,6 +48,7 @@ SPEED_PATHS = {
     "tf32": SpeedPath("tf32", tf32=True, cudnn_benchmark=True, cuda_only=True),
     "bf16": SpeedPath("bf16", bf16=True, tf32=True, channels_last=True, cudnn_benchmark=True),
     "compile": SpeedPath("compile", bf16=True, tf32=True, channels_last=True, compile=True, cudnn_benchmark=True),
+    "compile-fp32": SpeedPath("compile-fp32", compile=True),  # compiled, for a CPU without native bf16
     "graph": SpeedPath("graph", bf16=True, tf32=True, channels_last=True, compile=True, cuda_graph=True,
                        cudnn_benchmark=True, cuda_only=True),
 }

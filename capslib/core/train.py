@@ -104,7 +104,9 @@ def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadlin
     if len(data.train_images) < config.batch_size:
         raise CapslibError(f"batch_size {config.batch_size} exceeds the {len(data.train_images)} training images")
     device = claim_device(config.device, log)  # a GPU no other run of the study is using
-    path = resolve_speed(config.speed, device)
+    # on a CPU, --speed auto compiles only a run long enough to repay the compilation
+    path = resolve_speed(config.speed, device, images=(config.epochs - (saved["epoch"] if saved else 0))
+                         * len(data.train_images))
 
     started = time.perf_counter()
     configure_backends(path)
