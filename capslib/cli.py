@@ -27,6 +27,7 @@ from pathlib import Path
 from .core.config import TrainConfig, check, kind
 from .core.errors import CapslibError, Terminated, TrainingDiverged, raise_on_sigterm
 from .study.cluster import SlurmSettings, flag as slurm_flag, sbatch_line_problem, settings_from
+from .study.profiles import PROFILES
 from .study.studies import STUDIES
 
 EXIT_USAGE, EXIT_DIVERGED = 2, 1
@@ -207,9 +208,9 @@ def build_parser() -> Parser:
     sweep.add_argument("study", help="the set of runs: " + ", ".join(STUDIES) + " (or several, comma-separated)")
     _training_flags(sweep, leave_out=SWEEP_SETS)
     sweep.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default 1,2,3)")
-    sweep.add_argument("--profile", default="full", choices=("full", "quick", "tiny"),
-                       help="run sizes (capslib/study/profiles.py): full keeps each study's own; quick and tiny "
-                            "are small CPU runs (default full)")
+    sweep.add_argument("--profile", default="full", choices=tuple(PROFILES),
+                       help="run sizes (capslib/study/profiles.py): full keeps each study's own; laptop is 2 "
+                            "epochs on a CPU; quick and tiny are small CPU runs (default full)")
     sweep.add_argument("--jobs", type=positive_int,
                        help="runs at a time, with the local executor (default 1; one per GPU: each run claims a "
                             "free one)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ def test_auto_is_full_on_cuda_and_quick_elsewhere():
     assert resolve_profile("auto", cuda=True) == "full"
     assert resolve_profile("auto", cuda=False) == "quick"
     assert resolve_profile("tiny", cuda=True) == "tiny"
-    with pytest.raises(CapslibError, match="profile must be one of auto, full, quick, tiny, got 'huge'"):
+    with pytest.raises(CapslibError, match="profile must be one of auto, full, laptop, quick, tiny, got 'huge'"):
         resolve_profile("huge", cuda=False)
 
 
@@ -31,6 +32,7 @@ def test_the_full_profile_keeps_the_studys_sizes():
     config = TrainConfig(epochs=770, validation_size=10_000)
     assert sized(config, "full") == config
     assert describe(TrainConfig()) == "40 epochs of all training images at batch 128, all test images"
+    assert describe(sized(TrainConfig(), "laptop")) == "2 epochs of all training images at batch 128, all test images"
     quick = sized(TrainConfig(), "quick")
     assert describe(quick) == "2 epochs of 1,000 training images at batch 32, 500 test images"
 
@@ -120,3 +122,30 @@ def test_a_logged_run_without_its_checkpoint_is_named(trained_here, tmp_path):
         notebook.trained_run("table1", tmp_path / "no_runs", root / "results", "tiny", "cpu", dataset="mnist",
                              routing_iterations=1, reconstruction=False)
     assert not (tmp_path / "no_runs").exists()
+
+
+def test_a_cpu_notebook_left_at_auto_shows_the_laptop_run(trained_here, monkeypatch, capsys):
+    """Nothing logged where the notebook looks, but a run of the configuration in the laptop folders
+    (`make laptop`) with its checkpoint: on a CPU at profile auto that model is shown, nothing trained.
+    An explicit profile is the user's choice: the laptop run is not taken then."""
+    root, first, _ = trained_here
+    monkeypatch.setattr(notebook, "LAPTOP_RUNS", root / "runs")
+    monkeypatch.setattr(notebook, "LAPTOP_RESULTS", root / "results")
+    empty = root / "elsewhere"
+    routing1 = dict(dataset="mnist", routing_iterations=1, reconstruction=False)
+    shown = notebook.trained_run("table1", empty / "runs", empty / "results", "auto", "cpu", **routing1)
+    assert torch.equal(shown.model.W, first.model.W) and "make laptop" in capsys.readouterr().out
+    assert not empty.exists()
+    monkeypatch.setattr(notebook, "LAPTOP_RESULTS", root / "no_laptop_logs")
+    with pytest.raises(CapslibError, match="routing_iterations must be"):  # stops before training anything
+        notebook.trained_run("table1", empty / "runs", empty / "results", "auto", "cpu", dataset="mnist",
+                             routing_iterations=0, reconstruction=False)
+    said = capsys.readouterr().out
+    assert "capslib sweep table1 --profile laptop --only mnist_routing0_norecon_seed1 --seeds 1" in said
+
+
+def test_make_laptop_is_the_command_the_notebooks_name():
+    made = subprocess.run(["make", "-n", "laptop"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    command = notebook.laptop_command("table1", dataset="mnist", model="capsnet", routing_iterations=3,
+                                      reconstruction=True)
+    assert " ".join(made.replace("\\\n", " ").split()).endswith(command.removeprefix("capslib "))

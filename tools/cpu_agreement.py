@@ -91,12 +91,14 @@ def train_agreement(paths, seeds, epochs, train_images, out) -> list[dict]:
             tic = time.perf_counter()
             run = train(config, log=lambda *_: None)
             last = run.history.iloc[-1]
+            session = run.info["sessions"][-1]  # where, when and from which commit it ran
             rows.append({"path": name, "seed": seed, "epochs": epochs, "train_images": train_images,
                          "test_accuracy": float(last.test_accuracy), "test_loss": float(last.test_loss),
                          "train_loss": float(last.train_loss), "wall_seconds": round(time.perf_counter() - tic, 1),
                          "train_images_per_second": [float(r) for r in run.history.train_images_per_second],
                          "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
-                         "ckpt": folder})
+                         "ckpt": folder, **{key: session[key] for key in ("command", "commit", "device", "software",
+                                                                           "date")}})
             print(json.dumps(rows[-1]), flush=True)
             if out:
                 with open(out, "a") as f:

@@ -15,13 +15,19 @@ from pathlib import Path
 
 from ..core.config import TrainConfig
 from ..core.errors import RunFolderError
-from ..core.layout import LAST, placed
+from ..core.layout import LAST, placed, run_name
 from ..core.runs import Run, find_runs
 from ..core.speed import resolve_device
 from ..core.train import train
 from .analysis import TrainedRun, load_trained
 from .profiles import describe, resolve_profile, sized
 from .studies import study_runs
+
+
+# Where `make laptop` (the laptop profile: a CapsNet past 99% on a CPU in about a quarter of an hour)
+# keeps its checkpoints and logs: a notebook on a CPU, left at profile auto, shows that model when
+# nothing of its own is logged.
+LAPTOP_RUNS, LAPTOP_RESULTS = Path("runs/laptop"), Path("results/laptop")
 
 
 def say(markdown: str) -> None:
@@ -111,16 +117,22 @@ def trained_run(study: str = "table1", runs_dir: str | Path = "scratch/runs", re
     logs = Path(results_dir) / study
     described = ", ".join(f"{k} = {v}" for k, v in fields.items())
     runs = matching_runs(logs, **fields)
+    laptop = _laptop_run(study, **fields) if profile == "auto" and resolve_device(device).type == "cpu" else None
     if runs:
         run = lowest_final_error(runs)
         chosen = f"the lowest final test error of {len(runs)} complete run{'s' if len(runs) > 1 else ''} of it"
+    elif laptop is not None:
+        run, runs_dir = laptop, LAPTOP_RUNS
+        chosen = f"the laptop profile's, trained on a CPU by `make laptop`; logs in `{run.folder}`"
     else:
         say(f"No complete run of {described} is logged in `{logs}` (a fresh clone has none: checkpoints "
             "are too large to commit). **Training a short one now**, so that this notebook has a model to show; "
             "its figures show what a briefly trained model does, not the study's results (for those, train the "
-            "full run: 02_train with profile `full` on a GPU, or `make table1 figures fashion`).")
-        config = run_config(profile, study, runs_dir, results_dir, device=device, **fields)
-        run = train(config, resume=True)
+            "full run: 02_train with profile `full` on a GPU, or `make table1 figures fashion`). "
+            f"On a CPU, `{laptop_command(study, **fields)}` trains this configuration in about a quarter of an "
+            "hour (the laptop profile: MNIST's CapsNet past 99%); left at profile `auto` on a CPU, this notebook "
+            "then shows that model.")
+        run = train(run_config(profile, study, runs_dir, results_dir, device=device, **fields), resume=True)
         chosen = "trained just now"
     checkpoint = checkpoint_of(run, runs_dir, study)
     if not (checkpoint / LAST).is_file():
@@ -131,6 +143,21 @@ def trained_run(study: str = "table1", runs_dir: str | Path = "scratch/runs", re
     say(f"Run **{run.folder.name}** ({chosen}), epoch {trained.epoch}: test error **{result.error_percent:.2f}%** "
         f"({len(result.misclassified):,} of {len(result.labels):,} test images misclassified, float32 inference).")
     return trained
+
+
+def _laptop_run(study: str, **fields) -> Run | None:
+    """The laptop profile's run of this configuration (`make laptop`), if its checkpoint is here."""
+    runs = [run for run in matching_runs(LAPTOP_RESULTS / study, **fields)
+            if (checkpoint_of(run, LAPTOP_RUNS, study) / LAST).is_file()]
+    return lowest_final_error(runs) if runs else None
+
+
+def laptop_command(study: str, recipe: str = "paper", **fields) -> str:
+    """The one command that trains the configuration `fields` with the laptop profile, where the
+    notebooks find it (`make laptop` is this for Table 1's MNIST CapsNet, routing 3 + reconstruction)."""
+    config = TrainConfig.from_recipe(recipe, **fields)
+    return (f"capslib sweep {study} --profile laptop --only {run_name(config)} --seeds {config.seed} "
+            f"--runs-dir {LAPTOP_RUNS} --results-dir {LAPTOP_RESULTS}")
 
 
 def study(name: str, seeds, profile: str = "auto", runs_dir: str | Path = "scratch/runs",

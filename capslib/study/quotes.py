@@ -378,3 +378,107 @@ def agreement(epochs: int = 20) -> str:
     return (f"after {epochs} epochs of the same seed the fp32 reference reached {100 * last.test_accuracy_fp32:.2f}% "
             f"test accuracy and the graph path {100 * last.test_accuracy_graph:.2f}%, at most {gap:.2f} points apart "
             f"at any epoch")
+
+
+def cpu_benchmark(path: str, column: str = "images_per_second"):
+    """One value of results/benchmarks-cpu.csv (the committed `make bench-cpu`): a CPU path or 'port'."""
+    rows = pd.read_csv(REPO / "results" / "benchmarks-cpu.csv")
+    (value,) = rows.loc[rows.path == path, column]
+    return value
+
+
+CPU_PATH_NOTES = {"port": "the XifengGuo PyTorch port (tools/port_capsnet.py), eager float32",
+                  "fp32": "eager, strict float32: the reference",
+                  "bf16": "bfloat16 autocast, channels_last",
+                  "compile": "+ `torch.compile` (inductor's C++ kernels)"}
+
+
+def cpu_speed_table() -> str:
+    """The CPU paths beside the port, routing 3 + reconstruction at batch 128 (benchmarks-cpu.csv)."""
+    lines = ["| path | what it is | images/s | × port | × fp32 |", "|---|---|---:|---:|---:|"]
+    for path, note in CPU_PATH_NOTES.items():
+        lines.append(f"| `{path}` | {note} | {cpu_benchmark(path):,.0f} | "
+                     f"{cpu_benchmark(path, 'speedup_vs_port'):.1f} | {cpu_benchmark(path, 'speedup_vs_fp32'):.1f} |")
+    return "\n".join(lines)
+
+
+def cpu_device() -> str:
+    """The 'Device: ...' line of results/benchmarks-cpu.md: the CPU, torch, commit and date of the bench."""
+    for line in (REPO / "results" / "benchmarks-cpu.md").read_text().splitlines():
+        if line.startswith("Device: "):
+            return line.removeprefix("Device: ").rstrip(".")
+    raise ValueError("results/benchmarks-cpu.md has no Device line")
+
+
+# One of the three convolutions of the primary capsules (forward, input gradient, weight gradient) on a
+# batch of 128: 2 FLOP per multiply-add, 256 → 256 channels, a 9×9 kernel, 6×6 outputs.
+PRIMARY_CONV_FLOP = 2 * 128 * 256 * 256 * 81 * 36
+
+
+def _primary_conv_ms() -> float:
+    """The primary capsules' three convolutions, ms per step, in results/benchmarks-cpu-profile.txt
+    (tools/cpu_profile.py compile: its 'by part' line)."""
+    import re
+
+    text = (REPO / "results" / "benchmarks-cpu-profile.txt").read_text()
+    (ms,) = re.findall(r"^\s*([\d.]+) ms\s+[\d.]+%\s+primary conv", text, flags=re.M)
+    return float(ms)
+
+
+def cpu_conv_rate() -> str:
+    """'380 GFLOP/s (...)': the rate of the primary capsules' convolutions in the profiled compiled step."""
+    ms = _primary_conv_ms()
+    return (f"{3 * PRIMARY_CONV_FLOP / ms / 1e6:,.0f} GFLOP/s together ({ms:.0f} ms of a step of 128 images, "
+            "measured with the profiler)")
+
+
+def cpu_conv_bound() -> str:
+    """'331 images/s, 5.7× the port': the throughput if the primary convolutions were all a step did."""
+    bound = 128 / (_primary_conv_ms() / 1000)
+    return f"{bound:,.0f} images/s, {bound / cpu_benchmark('port'):.1f}× the port"
+
+
+def cpu_training_agreement() -> str:
+    """How short training runs of one seed on the fp32 and compile paths compare (results/
+    benchmarks-cpu-agreement.jsonl, tools/cpu_agreement.py train)."""
+    import json
+
+    rows = [json.loads(line) for line in (REPO / "results" / "benchmarks-cpu-agreement.jsonl").read_text().splitlines()]
+    by_path = {row["path"]: row for row in rows}
+    fp32, fast = by_path["fp32"], by_path["compile"]
+    return (f"{fp32['epochs']} epochs of {fp32['train_images']:,} images, seed {fp32['seed']}: fp32 "
+            f"{100 * fp32['test_accuracy']:.2f}% and compile {100 * fast['test_accuracy']:.2f}% test accuracy, "
+            f"{fp32['wall_seconds'] / 60:.1f} and {fast['wall_seconds'] / 60:.1f} minutes "
+            "([`results/benchmarks-cpu-agreement.jsonl`](../results/benchmarks-cpu-agreement.jsonl))")
+
+
+# ---------------------------------------------------------------------------------------------
+# the laptop profile's run (make laptop)
+
+LAPTOP_RUN = REPO / "results" / "laptop" / "table1" / "mnist_routing3_recon_seed1"
+
+
+def laptop() -> dict:
+    """The committed laptop run: final test accuracy (%), wall minutes from start to its logs' end, epochs,
+    speed path, the device, commit, torch and date of its session (run.json, metrics.csv)."""
+    import json
+
+    info = json.loads((LAPTOP_RUN / "run.json").read_text())
+    history = pd.read_csv(LAPTOP_RUN / "metrics.csv")
+    (session,) = info["sessions"]  # trained in one go: its wall time is the time to the model
+    return {"accuracy": 100 * history.test_accuracy.iloc[-1], "minutes": info["summary"]["wall_seconds"] / 60,
+            "epochs": len(history), "path": info["speed_path"], "device": session["device"],
+            "commit": session["commit"][:12], "software": session["software"], "date": session["date"][:10]}
+
+
+def laptop_sentence() -> str:
+    """'99.25% test accuracy after 3 epochs in 14.2 minutes (...)'."""
+    run = laptop()
+    return (f"{run['accuracy']:.2f}% test accuracy after {run['epochs']} epochs in {run['minutes']:.1f} minutes "
+            f"(speed path `{run['path']}`; {run['device']}, {run['software']}, commit `{run['commit']}`, {run['date']})")
+
+
+def laptop_epoch_minutes() -> str:
+    """'5.5': the minutes the laptop run's last epoch took with its evaluation (metrics.csv wall_seconds)."""
+    wall = pd.read_csv(LAPTOP_RUN / "metrics.csv").wall_seconds
+    return f"{(wall.iloc[-1] - wall.iloc[-2]) / 60:.1f}"

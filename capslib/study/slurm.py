@@ -56,7 +56,7 @@ from ..core.errors import CapslibError
 from ..core.files import atomic_write_text
 from ..core.runs import read_run, run_info, summary_line
 from .cluster import SlurmSettings, sbatch_options
-from .sweep import finished_run, report, train_one
+from .sweep import finished_run, report_runs, train_one
 
 SLURM_FOLDER = "slurm"  # <runs dir>/slurm/: one folder per submission
 RECORD = "submission.json"
@@ -387,7 +387,7 @@ def sweep_on_slurm(configs: list[TrainConfig], runs_dir: Path, settings: SlurmSe
         log("stopped waiting; the tasks go on. The same sweep again waits on them (it submits nothing twice); "
             f"state: {status_command}")
         return 130
-    return report([ended.get(_key(c)) or finished_line(c) for c in configs], log)
+    return report_runs([ended.get(_key(c)) or finished_line(c) for c in configs], log)
 
 
 def finished_line(config: TrainConfig) -> tuple[str, bool, str]:

@@ -46,11 +46,12 @@ def sweep(configs: list[TrainConfig], jobs: int = 1, log=print, deadline: float 
                                                        initargs=(os.getpid(),), maxtasksperchild=1) as pool:
             trained = pool.map(_train_in_worker, tasks, chunksize=1)
     trained = iter(trained)
-    return report([next(trained) if run is None else (Path(config.log_dir).name, True, summary_line(run.info["summary"]))
-                   for config, run in zip(configs, finished)], log)
+    return report_runs([next(trained) if run is None else (Path(config.log_dir).name, True,
+                                                           summary_line(run.info["summary"]))
+                        for config, run in zip(configs, finished)], log)
 
 
-def report(results: list[tuple[str, bool, str]], log=print) -> int:
+def report_runs(results: list[tuple[str, bool, str]], log=print) -> int:
     """One line per run (done or NOT DONE, and why) and the count; 0 if every run finished."""
     for name, ok, message in results:
         log(f"{'done' if ok else 'NOT DONE'}  {name}: {message}")
