@@ -590,7 +590,7 @@ def generated_runs(tmp_path_factory) -> dict[str, Path]:
     sizes = {"multimnist": {"test_subset": 4, "test_pairs": 5}, "mnist-expanded": {"test_subset": 20}}
     for dataset, fields in sizes.items():
         config = TrainConfig(dataset=dataset, routing_iterations=1, train_subset=40, batch_size=32, epochs=1,
-                             device="cpu", ckpt_dir=str(root / dataset), **fields)
+                             device="cpu", speed="fp32", ckpt_dir=str(root / dataset), **fields)  # as evaluate scores
         train_module.train(config, log=lambda *_: None)
     return {dataset: root / dataset for dataset in sizes}
 

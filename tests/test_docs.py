@@ -38,3 +38,15 @@ def test_every_relative_link_leads_somewhere(path):
         if "://" in target:
             continue
         assert (path.parent / target).exists(), f"{path.name} links to {target}, which does not exist"
+
+
+def test_what_the_docs_say_of_the_laptop_profile_is_what_its_committed_run_did():
+    # README and docs/running.md say `make laptop` trains a CapsNet past 99% in about a quarter of an hour
+    from capslib.study import quotes
+    from capslib.study.profiles import PROFILES
+
+    run = quotes.laptop()
+    assert run["accuracy"] >= 99.0 and run["minutes"] <= 15
+    assert run["epochs"] == PROFILES["laptop"].epochs and run["device"].startswith("CPU")
+    for path in (REPO / "README.md", REPO / "docs" / "running.md"):
+        assert "make laptop" in path.read_text()

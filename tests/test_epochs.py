@@ -57,7 +57,7 @@ def recorded(tmp_path_factory) -> RecordedRun:
     folder = tmp_path_factory.mktemp("epochs") / "run"
     config = TrainConfig(train_subset=TRAIN_IMAGES, test_subset=TEST_IMAGES, batch_size=BATCH,
                          eval_batch_size=EVAL_BATCH, epochs=EPOCHS, routing_iterations=1, device="cpu",
-                         ckpt_dir=str(folder))
+                         speed="fp32", ckpt_dir=str(folder))  # float32, as evaluate() scores (auto may be bf16)
     with model_calls(CapsNet) as calls:
         run = train(config, log=lambda *_: None)
     data = load_dataset("mnist", train_subset=TRAIN_IMAGES, test_subset=TEST_IMAGES)

@@ -136,6 +136,8 @@ def test_a_cpu_notebook_left_at_auto_shows_the_laptop_run(trained_here, monkeypa
     shown = notebook.trained_run("table1", empty / "runs", empty / "results", "auto", "cpu", **routing1)
     assert torch.equal(shown.model.W, first.model.W) and "make laptop" in capsys.readouterr().out
     assert not empty.exists()
+    notebook.trained_run("table1", empty / "runs", empty / "results", "tiny", "cpu", **routing1)
+    assert (empty / "runs" / "table1" / first.name / "last.pt").is_file()  # trained at the size asked for
     monkeypatch.setattr(notebook, "LAPTOP_RESULTS", root / "no_laptop_logs")
     with pytest.raises(CapslibError, match="routing_iterations must be"):  # stops before training anything
         notebook.trained_run("table1", empty / "runs", empty / "results", "auto", "cpu", dataset="mnist",
@@ -145,7 +147,9 @@ def test_a_cpu_notebook_left_at_auto_shows_the_laptop_run(trained_here, monkeypa
 
 
 def test_make_laptop_is_the_command_the_notebooks_name():
-    made = subprocess.run(["make", "-n", "laptop"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    environ = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    made = subprocess.run(["make", "--no-print-directory", "-n", "laptop"], cwd=REPO, capture_output=True,
+                          text=True, check=True, env=environ).stdout
     command = notebook.laptop_command("table1", dataset="mnist", model="capsnet", routing_iterations=3,
                                       reconstruction=True)
     assert " ".join(made.replace("\\\n", " ").split()).endswith(command.removeprefix("capslib "))

@@ -57,6 +57,8 @@ RESTART = ["tests/test_train.py::test_the_start_of_a_run_cut_off_says_resume_sta
            "tests/test_interrupts.py::test_killed_while_writing_the_first_last_pt_resumes"]
 SWEEP_STOPPED = "tests/test_interrupts.py::test_a_stopped_sweep_stops_its_runs_and_a_rerun_continues_them"
 PREDICT = ["tests/test_predict.py"]
+CPU_SPEED = ["tests/test_cpu_speed.py"]
+LAPTOP = ["tests/test_profiles.py"]
 CUT_METRICS = "tests/test_cli.py::test_a_finished_run_whose_metrics_csv_was_cut_gets_it_back_from_its_checkpoint"
 ENDED = ["tests/test_train.py::test_whatever_ends_a_run_early_is_recorded_in_run_json"]
 RECIPES = ["tests/test_recipes.py"]
@@ -427,6 +429,23 @@ MUTANTS = [
     Mutant('train-step-counts-argmin', 'step_statistics', 'correct = is_correct(output.scores, targets)',
            'correct = is_correct(-output.scores, targets)', SPEED,
            'train accuracy counts the lowest scores'),
+    # --- the CPU paths and the laptop profile ---------------------------------------------------
+    Mutant('cpu-bf16-without-native-bf16', 'choose_cpu_path', 'if report.bf16:',
+           'if True:', CPU_SPEED,
+           '--speed auto takes bfloat16 on a CPU without native bf16 (slower than float32 there)'),
+    Mutant('cpu-compiles-short-runs', 'choose_cpu_path', 'images >= CPU_COMPILE_MIN_IMAGES',
+           'images >= 0', CPU_SPEED,
+           '--speed auto compiles a run too short to repay the compilation'),
+    Mutant('cpu-bf16-from-any-flag', 'native_bf16', 'if flag in flags:',
+           'if flags:', CPU_SPEED,
+           'any CPU flag counts as native bfloat16'),
+    Mutant('wgrad-without-dilation', '_WeightGradAsForward.backward',
+           'grad_w = F.conv2d(x[:, :, :rows, :cols].transpose(0, 1), grad.transpose(0, 1), dilation=s)',
+           'grad_w = F.conv2d(x[:, :, :rows:s, :cols:s].transpose(0, 1), grad.transpose(0, 1))', CPU_SPEED,
+           "the primary capsules' weight gradient on the CPU bf16 paths ignores the stride"),
+    Mutant('explicit-profile-takes-the-laptop-run', 'trained_run', 'if profile == "auto" and',
+           'if profile and', LAPTOP,
+           'a notebook given a profile shows the laptop model instead of training at that size'),
     # --- capslib predict ----------------------------------------------------------------------
     Mutant('predict-digit-in-the-corner', 'in_frame', 'F.pad(images, (info.pad,) * 4)',
            'F.pad(images, (0, 2 * info.pad, 0, 2 * info.pad))', PREDICT,

@@ -452,6 +452,23 @@ def cpu_training_agreement() -> str:
             "([`results/benchmarks-cpu-agreement.jsonl`](../results/benchmarks-cpu-agreement.jsonl))")
 
 
+def cpu_forward_agreement() -> str:
+    """How the CPU paths' forward passes compare with fp32 eager on the same weights (results/
+    benchmarks-cpu-forward.jsonl, tools/cpu_agreement.py forward --ckpt <the laptop run's last.pt>)."""
+    import json
+
+    rows = [json.loads(line) for line in (REPO / "results" / "benchmarks-cpu-forward.jsonl").read_text().splitlines()]
+    trained = [r for r in rows if r["weights"].startswith("trained")]
+    worst = max(trained, key=lambda r: r["lengths_rel_err"])
+    random_weights = [r for r in rows if not r["weights"].startswith("trained")]
+    return (f"on the laptop model's weights the capsule lengths of every path are within {worst['lengths_rel_err']:.1e} "
+            f"relative error of fp32 eager on 1,000 test images, with "
+            f"{min(r['same_predictions'] for r in trained):.1%} of the predictions the same (on random weights, "
+            f"W × 30, as early in training: {max(r['lengths_rel_err'] for r in random_weights):.1e} and "
+            f"{min(r['same_predictions'] for r in random_weights):.1%}; "
+            "[`results/benchmarks-cpu-forward.jsonl`](../results/benchmarks-cpu-forward.jsonl))")
+
+
 # ---------------------------------------------------------------------------------------------
 # the laptop profile's run (make laptop)
 
@@ -468,7 +485,7 @@ def laptop() -> dict:
     (session,) = info["sessions"]  # trained in one go: its wall time is the time to the model
     return {"accuracy": 100 * history.test_accuracy.iloc[-1], "minutes": info["summary"]["wall_seconds"] / 60,
             "epochs": len(history), "path": info["speed_path"], "device": session["device"],
-            "commit": session["commit"][:12], "software": session["software"], "date": session["date"][:10]}
+            "commit": session["commit"], "software": session["software"], "date": session["date"][:10]}
 
 
 def laptop_sentence() -> str:
@@ -482,3 +499,16 @@ def laptop_epoch_minutes() -> str:
     """'5.5': the minutes the laptop run's last epoch took with its evaluation (metrics.csv wall_seconds)."""
     wall = pd.read_csv(LAPTOP_RUN / "metrics.csv").wall_seconds
     return f"{(wall.iloc[-1] - wall.iloc[-2]) / 60:.1f}"
+
+
+def laptop_compile_seconds() -> str:
+    """'80': how much longer the laptop run's first epoch (which compiled the model) took than its second."""
+    seconds = pd.read_csv(LAPTOP_RUN / "metrics.csv").epoch_seconds
+    return f"{seconds.iloc[0] - seconds.iloc[1]:.0f}"
+
+
+def table1_accuracy_after(epoch: int, configuration: str = "mnist_routing3_recon") -> str:
+    """'98.91–99.21%': the test accuracy of table1's seeds of a configuration after `epoch` epochs (metrics.csv)."""
+    accuracies = [pd.read_csv(folder / "metrics.csv").set_index("epoch").test_accuracy[epoch] * 100
+                  for folder in sorted((REPO / "results" / "table1").glob(f"{configuration}_seed*"))]
+    return f"{min(accuracies):.2f}–{max(accuracies):.2f}%"
