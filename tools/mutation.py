@@ -58,7 +58,7 @@ RESTART = ["tests/test_train.py::test_the_start_of_a_run_cut_off_says_resume_sta
 SWEEP_STOPPED = "tests/test_interrupts.py::test_a_stopped_sweep_stops_its_runs_and_a_rerun_continues_them"
 PREDICT = ["tests/test_predict.py"]
 CPU_SPEED = ["tests/test_cpu_speed.py"]
-LAPTOP = ["tests/test_profiles.py"]
+LAPTOP = ["tests/test_profiles.py::test_a_cpu_notebook_left_at_auto_shows_the_laptop_run"]
 CUT_METRICS = "tests/test_cli.py::test_a_finished_run_whose_metrics_csv_was_cut_gets_it_back_from_its_checkpoint"
 ENDED = ["tests/test_train.py::test_whatever_ends_a_run_early_is_recorded_in_run_json"]
 RECIPES = ["tests/test_recipes.py"]
@@ -554,14 +554,15 @@ def check(mutants: list[Mutant]) -> None:
 
 
 def copy_tree(destination: Path) -> None:
-    """capslib/, tests/ and pyproject.toml (pytest's settings), without bytecode; data/, notebooks/ and
-    results/ linked (tests read the notebooks' parameters and copy committed run logs; none writes there)."""
+    """capslib/, tests/ and pyproject.toml (pytest's settings), without bytecode; data/, notebooks/,
+    results/ and tools/ linked (tests read the notebooks' parameters, copy committed run logs and load
+    the port's bench helper; none writes there)."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for folder in ("capslib", "tests"):
         shutil.copytree(REPO / folder, destination / folder, ignore=ignore)
     for name in ("pyproject.toml", "Makefile"):  # the Makefile: tests compare its run names with capslib's
         shutil.copy2(REPO / name, destination / name)
-    for folder in ("data", "notebooks", "results"):
+    for folder in ("data", "notebooks", "results", "tools"):
         (destination / folder).symlink_to(REPO / folder)
 
 
