@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 
 import numpy as np
 import torch
@@ -43,3 +44,25 @@ def model_calls(model_type: type[nn.Module]):
         yield calls
     finally:
         handle.remove()
+
+
+def cli(*argv) -> tuple[int, str, str]:
+    """Run `capslib argv` in-process: (exit status, stdout, stderr). argparse mistakes raise
+    SystemExit (status 2); capslib errors are returned by main()."""
+    from capslib.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def one_line(stderr: str) -> str:
+    """The single line of `stderr`, asserting there is exactly one and no traceback."""
+    lines = stderr.strip("\n").splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{stderr}"
+    assert "Traceback" not in stderr
+    return lines[0]

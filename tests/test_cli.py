@@ -12,7 +12,6 @@ check the real exit status and stderr of the process.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import gzip
 import hashlib
@@ -34,10 +33,11 @@ from PIL import Image
 from capslib.core import data as D
 from capslib.study.analysis import load_trained, perturbation_figure_of, reconstruction_figure_of
 from capslib.core.checkpoint import load_checkpoint, load_model
-from capslib.cli import main
 from capslib.core.config import TrainConfig
 from capslib.study.figures import png_bytes
 from capslib.core.generated import MultiMNISTSet, materialise
+
+from helpers import cli, one_line
 
 train_module = importlib.import_module("capslib.core.train")  # `capslib.core.train` the attribute is the function
 REPO = Path(__file__).resolve().parent.parent
@@ -49,24 +49,8 @@ PARAMETERS_WITH_DECODER, PARAMETERS_WITHOUT_DECODER = 8_215_568, 6_804_224
 # helpers
 
 
-def cli(*argv: str) -> tuple[int, str, str]:
-    """Run `capslib argv` in-process: (exit status, stdout, stderr). argparse mistakes raise
-    SystemExit (status 2); capslib errors are returned by main()."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
-def one_line(stderr: str) -> str:
-    """The single line of `stderr`, asserting there is exactly one and no traceback."""
-    lines = stderr.strip("\n").splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{stderr}"
-    assert "Traceback" not in stderr
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:

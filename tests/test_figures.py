@@ -17,16 +17,14 @@ from PIL import Image
 
 from capslib.study import analysis as A
 from capslib.study import figures as F
-from capslib.study import paper
 from capslib.study import summaries as S
 from capslib.study import tables as T
 from capslib.study.bench import add_speedups
 from capslib.core.config import TrainConfig
 from capslib.core.datasets import DATASETS
-from capslib.core.errors import RunFolderError
 from capslib.core.model import CapsNet
 from capslib.core.layout import run_name
-from capslib.core.runs import COLUMNS, find_runs, write_metrics, write_run_info
+from capslib.core.runs import find_runs, write_metrics, write_run_info
 
 MNIST_CLASSES = DATASETS["mnist"].classes
 

@@ -16,7 +16,7 @@ from capslib.core.datasets import dataset_info
 from capslib.core.evaluate import Evaluation, evaluate_set
 from capslib.core.generated import (AffineSet, MultiMNISTSet, ShiftedSet, affine_parameters, affine_transform,
                                     epoch_examples, hashed_uniform, materialise, multimnist_epoch,
-                                    other_class_partners, overlay, split_sets)
+                                    other_class_partners, split_sets)
 from capslib.core.model import M_NEG, M_POS, LAMBDA
 from capslib.core.checkpoint import model_for
 from capslib.core.model import CapsNet, PooledCNN, count_parameters, is_correct, predicted_classes

@@ -23,6 +23,8 @@ import pytest
 
 from capslib.core.runs import open_run_folder
 
+from helpers import one_line
+
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--train-subset", "64", "--test-subset", "50", "--batch-size", "32", "--routing", "1", "--device", "cpu"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -33,10 +35,6 @@ def capslib(*argv, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
                           text=True, timeout=300, **kwargs)
 
 
-def one_line(stderr: str) -> str:
-    lines = stderr.strip("\n").splitlines()
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr
-    return lines[0]
 
 
 # `capslib ARGV`, killed by a real SIGKILL while it writes its first last.pt: the temporary file

@@ -31,7 +31,6 @@ import pytest
 
 from capslib.study import paper
 from capslib.study import summaries as S
-from capslib.study import tables as T
 from PIL import Image
 
 from capslib.study.lab import NOTEBOOK_METADATA, keep_committed_metadata

@@ -12,8 +12,6 @@ the command reports what the model computes, not what a trained model would say.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +23,12 @@ from capslib.core import data as D
 from capslib.core.datasets import DATASETS
 from capslib.core import predict as P
 from capslib.core.checkpoint import load_model, model_for, save_checkpoint
-from capslib.cli import main
 from capslib.core.config import TrainConfig
 from capslib.core.errors import DataError
 from capslib.core.evaluate import predict as model_scores
 from capslib.core.train import train
+
+from helpers import cli, one_line
 
 
 @pytest.fixture(scope="module")
@@ -51,20 +50,8 @@ def checkpoint(tmp_path_factory) -> Path:
     return folder
 
 
-def cli(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
-def one_line(stderr: str) -> str:
-    lines = stderr.strip("\n").splitlines()
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr
-    return lines[0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 
-from capslib.study import paper
 from capslib.study import summaries as S
 from capslib.study import tables as T
 from capslib.cli import build_parser, config_from_args

@@ -16,9 +16,7 @@ cancelled its run is submitted anew; a setting sbatch refuses is one line and su
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import math
 import os
@@ -32,13 +30,14 @@ from pathlib import Path
 
 import pytest
 
-from capslib.cli import main
 from capslib.core.config import TrainConfig
 from capslib.core.runs import read_run
 from capslib.core.train import train
 from capslib.study import slurm
 from capslib.study.cluster import SlurmSettings, settings_from
 from capslib.study.studies import study_runs
+
+from helpers import cli, one_line
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = REPO / "tools" / "slurm"
@@ -48,21 +47,8 @@ TOOLS = REPO / "tools" / "slurm"
 # helpers
 
 
-def cli(*argv) -> tuple[int, str, str]:
-    """`capslib argv` in-process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exit_:  # argparse's mistakes
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
-def one_line(stderr: str) -> str:
-    lines = stderr.strip("\n").splitlines()
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, str]:

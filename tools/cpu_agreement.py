@@ -25,6 +25,7 @@ import torch
 from capslib.core.config import TrainConfig
 from capslib.core.data import load_dataset, to_tensors
 from capslib.core.model import CapsNet
+from capslib.core.provenance import provenance
 from capslib.core.speed import SPEED_PATHS, autocast, configure_backends, prepare_images, prepare_model
 from capslib.core.train import train
 
@@ -50,7 +51,18 @@ def run_forward(model, images, labels, path_name):
             "loss": torch.stack([o.loss for o in outputs]).mean()}
 
 
-def forward_agreement(paths, state=None, label="random W×30") -> list[dict]:
+PROVENANCE = ("command", "commit", "device", "software", "date")
+
+
+def emit(row: dict, out: str | None) -> None:
+    """Print one result row as JSON, and append it to `out` (JSON lines) when given."""
+    print(json.dumps(row), flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def forward_agreement(paths, state=None, label="random W×30", out=None) -> list[dict]:
     data = load_dataset("mnist", train_subset=1, test_subset=1000)
     images, labels = to_tensors(data.test_images, data.test_labels)
     torch.manual_seed(0)
@@ -75,8 +87,9 @@ def forward_agreement(paths, state=None, label="random W×30") -> list[dict]:
                      "reconstruction_rel_err": relative_error(fast["reconstruction"], reference["reconstruction"]),
                      "loss_rel_err": abs(fast["loss"].item() - reference["loss"].item()) / reference["loss"].item(),
                      "same_predictions": (fast["scores"].argmax(1) == reference["scores"].argmax(1)).float().mean().item(),
-                     "mean_length": reference["scores"].mean().item(), "seconds": round(time.perf_counter() - tic, 1)})
-        print(json.dumps(rows[-1]), flush=True)
+                     "mean_length": reference["scores"].mean().item(), "seconds": round(time.perf_counter() - tic, 1),
+                     **{key: value for key, value in provenance("cpu").items() if key in PROVENANCE}})
+        emit(rows[-1], out)
     return rows
 
 
@@ -97,12 +110,8 @@ def train_agreement(paths, seeds, epochs, train_images, out) -> list[dict]:
                          "train_loss": float(last.train_loss), "wall_seconds": round(time.perf_counter() - tic, 1),
                          "train_images_per_second": [float(r) for r in run.history.train_images_per_second],
                          "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
-                         "ckpt": folder, **{key: session[key] for key in ("command", "commit", "device", "software",
-                                                                           "date")}})
-            print(json.dumps(rows[-1]), flush=True)
-            if out:
-                with open(out, "a") as f:
-                    f.write(json.dumps(rows[-1]) + "\n")
+                         "ckpt": folder, **{key: session[key] for key in PROVENANCE}})
+            emit(rows[-1], out)
     return rows
 
 
@@ -114,15 +123,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train", type=int, default=10000)
     parser.add_argument("--ckpt", help="forward: also compare on these trained weights (a capslib checkpoint)")
-    parser.add_argument("--out")
+    parser.add_argument("--out", help="also append each row to this file (JSON lines)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.what == "forward":
         paths = (args.paths or "bf16,compile,compile-fp32").split(",")
-        forward_agreement(paths)
+        forward_agreement(paths, out=args.out)
         if args.ckpt:
             state = torch.load(args.ckpt, weights_only=False, map_location="cpu")["model"]
-            forward_agreement(paths, state, label=f"trained ({args.ckpt})")
+            forward_agreement(paths, state, label=f"trained ({args.ckpt})", out=args.out)
     else:
         train_agreement((args.paths or "fp32,compile").split(","), [int(s) for s in args.seeds.split(",")],
                         args.epochs, args.train, args.out)

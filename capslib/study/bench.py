@@ -142,10 +142,14 @@ def write_benchmark(table: pd.DataFrame, out_dir: Path, steps: int) -> Path:
               f"warm-up, CUDA events; setup = model build + compilation + capture + warm-up.\n"
               "Precision: fp32 = strict float32 (TF32 off); tf32 = TF32 convolutions/matmuls; bf16, compile, "
               "graph = bfloat16 autocast with routing, squash and losses in float32.\n\n")
-    out_dir = Path(out_dir)
-    atomic_write_text(out_dir / "benchmarks.csv", table.to_csv(index=False))
-    atomic_write_text(out_dir / "benchmarks.md", "# Benchmarks\n\n" + header + markdown_table(table) + "\n")
-    return out_dir / "benchmarks.md"
+    return _write(table, Path(out_dir) / "benchmarks", "Benchmarks", header)
+
+
+def _write(table: pd.DataFrame, stem: Path, title: str, header: str) -> Path:
+    """<stem>.csv and <stem>.md (the title, the header saying how it was measured, the table)."""
+    atomic_write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
+    atomic_write_text(stem.with_suffix(".md"), f"# {title}\n\n" + header + markdown_table(table) + "\n")
+    return stem.with_suffix(".md")
 
 
 def profile_step(path_name: str = "graph", routing: int = 3, reconstruction: bool = True, batch_size: int = 128,
@@ -264,14 +268,12 @@ def run_cpu_benchmark(paths=CPU_PATHS, routing: int = 3, reconstruction: bool = 
 
 def write_cpu_benchmark(table: pd.DataFrame, out_dir: Path, steps: int, rounds: int) -> Path:
     info = provenance(CPU)
-    header = (f"Device: {cpu_description()}; {info['software']}; commit {info['commit']}; {info['date']}.\n"
+    header = (f"Device: {cpu_description()}; {info['software']}; lock {info['lock']}; commit {info['commit']}; "
+              f"{info['date']}.\n"
               f"Command: `{info['command']}`. Training steps of real MNIST batches, timed with time.perf_counter "
               f"in {rounds} interleaved rounds of {steps} steps (every path, then again); the best round of "
               "each, and its median. Load average (1 min) before and after the rounds: a shared machine's "
               "timings vary with it. setup = model build + compilation + 2 warm-up steps.\n"
               "The port: XifengGuo/CapsNet-Pytorch as reimplemented in tools/port_capsnet.py (its model, "
               "loss and Adam; its data loader left out), for comparison only.\n\n")
-    out_dir = Path(out_dir)
-    atomic_write_text(out_dir / "benchmarks-cpu.csv", table.to_csv(index=False))
-    atomic_write_text(out_dir / "benchmarks-cpu.md", "# CPU benchmarks\n\n" + header + markdown_table(table) + "\n")
-    return out_dir / "benchmarks-cpu.md"
+    return _write(table, Path(out_dir) / "benchmarks-cpu", "CPU benchmarks", header)

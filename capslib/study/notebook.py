@@ -117,7 +117,9 @@ def trained_run(study: str = "table1", runs_dir: str | Path = "scratch/runs", re
     logs = Path(results_dir) / study
     described = ", ".join(f"{k} = {v}" for k, v in fields.items())
     runs = matching_runs(logs, **fields)
-    laptop = _laptop_run(study, **fields) if profile == "auto" and resolve_device(device).type == "cpu" else None
+    laptop = None
+    if not runs and profile == "auto" and resolve_device(device).type == "cpu":
+        laptop = _laptop_run(study, **fields)
     if runs:
         run = lowest_final_error(runs)
         chosen = f"the lowest final test error of {len(runs)} complete run{'s' if len(runs) > 1 else ''} of it"

@@ -8,7 +8,9 @@ function here, next to the table it reads. Each function names the table it read
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from functools import lru_cache
 
 import pandas as pd
@@ -294,8 +296,6 @@ def remaining_gap() -> str:
 
 def run_minutes(study: str) -> str:
     """'27': the sum of the wall time of a study's committed runs, in minutes (their run.json)."""
-    import json
-
     total = sum(json.loads(path.read_text())["summary"]["wall_seconds"]
                 for path in (REPO / "results" / study).glob("*/run.json"))
     return f"{total / 60:.0f}"
@@ -418,8 +418,6 @@ PRIMARY_CONV_FLOP = 2 * 128 * 256 * 256 * 81 * 36
 def _primary_conv_ms() -> float:
     """The primary capsules' three convolutions, ms per step, in results/benchmarks-cpu-profile.txt
     (tools/cpu_profile.py compile: its 'by part' line)."""
-    import re
-
     text = (REPO / "results" / "benchmarks-cpu-profile.txt").read_text()
     (ms,) = re.findall(r"^\s*([\d.]+) ms\s+[\d.]+%\s+primary conv", text, flags=re.M)
     return float(ms)
@@ -441,8 +439,6 @@ def cpu_conv_bound() -> str:
 def cpu_training_agreement() -> str:
     """How short training runs of one seed on the fp32 and compile paths compare (results/
     benchmarks-cpu-agreement.jsonl, tools/cpu_agreement.py train)."""
-    import json
-
     rows = [json.loads(line) for line in (REPO / "results" / "benchmarks-cpu-agreement.jsonl").read_text().splitlines()]
     by_path = {row["path"]: row for row in rows}
     fp32, fast = by_path["fp32"], by_path["compile"]
@@ -455,8 +451,6 @@ def cpu_training_agreement() -> str:
 def cpu_forward_agreement() -> str:
     """How the CPU paths' forward passes compare with fp32 eager on the same weights (results/
     benchmarks-cpu-forward.jsonl, tools/cpu_agreement.py forward --ckpt <the laptop run's last.pt>)."""
-    import json
-
     rows = [json.loads(line) for line in (REPO / "results" / "benchmarks-cpu-forward.jsonl").read_text().splitlines()]
     trained = [r for r in rows if r["weights"].startswith("trained")]
     worst = max(trained, key=lambda r: r["lengths_rel_err"])
@@ -478,8 +472,6 @@ LAPTOP_RUN = REPO / "results" / "laptop" / "table1" / "mnist_routing3_recon_seed
 def laptop() -> dict:
     """The committed laptop run: final test accuracy (%), wall minutes from start to its logs' end, epochs,
     speed path, the device, commit, torch and date of its session (run.json, metrics.csv)."""
-    import json
-
     info = json.loads((LAPTOP_RUN / "run.json").read_text())
     history = pd.read_csv(LAPTOP_RUN / "metrics.csv")
     (session,) = info["sessions"]  # trained in one go: its wall time is the time to the model

@@ -101,7 +101,7 @@ def train_one(config: TrainConfig, deadline: float | None = None,
 
     name = Path(config.log_dir).name
     try:
-        finished = finished_run(config)
+        finished = finished_run(config)  # sweep() has decided this already; a Slurm task has not
         if finished is not None:
             return name, True, summary_line(finished.info["summary"])
         if deadline is not None and time.time() > deadline - MIN_SECONDS_TO_START:
