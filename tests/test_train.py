@@ -3,6 +3,7 @@
 import importlib
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -251,3 +252,47 @@ def test_a_stop_request_ends_the_run_after_the_epoch_in_progress_and_it_resumes_
     columns = ["epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy"]
     assert whole.history[columns].equals(resumed.history[columns])
     assert [s["start_epoch"] for s in resumed.info["sessions"]] == [0, 1, 2]
+
+
+def test_a_run_records_which_test_images_it_got_wrong_at_its_last_and_selected_evaluations(tmp_path):
+    from capslib.core.data import load_dataset, to_tensors
+    from capslib.core.evaluate import evaluate
+    from capslib.core.runs import MISS_COLUMNS, read_misses
+
+    config = small(tmp_path, epochs=3, validation_size=32, train_subset=160, speed="fp32")  # scored again in fp32
+    run = train(config, **QUIET)
+    misses = read_misses(run.folder)
+    assert list(misses.columns) == MISS_COLUMNS and set(misses.set) == {"test"}
+    last = misses[misses.evaluation == "last"]
+    assert (last.epoch == 3).all() and len(last) == round(run.history.test_error.iloc[-1] * 50 / 100)
+    selected = misses[misses.evaluation == "selected"]
+    chosen = run.info["summary"]["selected_epoch"]
+    assert (selected.epoch == chosen).all()
+    assert len(selected) == round(run.history.set_index("epoch").test_error[chosen] * 50 / 100)
+    # the recorded misses are the model's: the final weights, scored again, miss the same images the same way
+    data = load_dataset("mnist", test_subset=50)
+    model = checkpoint.model_for(config)
+    model.load_state_dict(checkpoint.load_checkpoint(tmp_path / "run" / "last.pt")["model"])
+    again = evaluate(model, *to_tensors(data.test_images, data.test_labels))
+    assert list(last["index"]) == list(again.misclassified)
+    assert list(last.predicted.astype(int)) == list(again.predictions[again.misclassified])
+    assert list(last.label.astype(int)) == list(data.test_labels[again.misclassified])
+
+
+def test_a_resumed_run_keeps_the_misses_of_the_evaluation_it_selected_before(tmp_path):
+    from capslib.core.runs import read_misses
+
+    values = dict(epochs=3, validation_size=32, train_subset=160)
+    whole = read_misses(train(small(tmp_path, "whole", **values), **QUIET).folder)
+    train(small(tmp_path, "split", **{**values, "epochs": 2}), **QUIET)
+    split = read_misses(train(small(tmp_path, "split", **values), resume=True, **QUIET).folder)
+    pd.testing.assert_frame_equal(whole, split)
+
+
+def test_a_misses_file_that_is_not_one_is_refused_by_name(tmp_path):
+    from capslib.core.runs import read_misses
+
+    (tmp_path / "misses.csv.gz").write_bytes(b"\x1f\x8b garbage")
+    with pytest.raises(RunFolderError, match="misses.csv.gz"):
+        read_misses(tmp_path)
+    assert read_misses(tmp_path / "elsewhere") is None

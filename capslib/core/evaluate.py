@@ -45,6 +45,16 @@ class Evaluation:
     def misclassified(self) -> np.ndarray:
         return np.flatnonzero(~self.correct)
 
+    def misses(self) -> dict[str, np.ndarray]:
+        """The examples got wrong: their indices in the set, their labels and the predicted classes
+        (with two labels, both, as "3 7": labels in the set's order, predictions longest capsule first)."""
+        index = self.misclassified
+
+        def spelled(classes: np.ndarray) -> np.ndarray:
+            return classes if classes.ndim == 1 else np.array([" ".join(map(str, row)) for row in classes])
+
+        return {"index": index, "label": spelled(self.labels[index]), "predicted": spelled(self.predictions[index])}
+
     def confusion_matrix(self, num_classes: int = 10) -> np.ndarray:
         """Rows: true class; columns: predicted class."""
         if not self.single_label:

@@ -4,6 +4,8 @@
     <runs dir>/[<study>/]<run>/best.pt        weights of the selected evaluation
     <results dir>/[<study>/]<run>/run.json    config, provenance, status and summary of the run
     <results dir>/[<study>/]<run>/metrics.csv one row per evaluation
+    <results dir>/[<study>/]<run>/misses.csv.gz the test examples the run got wrong, with what it predicted,
+                                              at its last evaluation and at the selected one (runs.py)
     <results dir>/[<study>/]<run>/events.out.*  the same numbers for TensorBoard (not committed)
 
 Checkpoints (~100 MB each) stay out of git under runs/; the logs are the study's record, committed
@@ -18,7 +20,7 @@ from pathlib import Path
 from .config import TrainConfig
 
 LAST, BEST = "last.pt", "best.pt"
-METRICS, RUN_INFO = "metrics.csv", "run.json"
+METRICS, RUN_INFO, MISSES = "metrics.csv", "run.json", "misses.csv.gz"
 RUNS_DIR = "runs"  # checkpoints, when no folder is given
 
 

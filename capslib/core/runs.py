@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import gzip
 import io
 import json
 import os
@@ -28,14 +29,19 @@ import pandas as pd
 
 from .config import TrainConfig, resume_conflicts
 from .errors import RunFolderError
-from .files import TEMPORARY_SUFFIX, atomic_write_text
-from .layout import BEST, LAST, METRICS, RUN_INFO, configuration_label
+from .files import TEMPORARY_SUFFIX, atomic_path, atomic_write_text
+from .layout import BEST, LAST, METRICS, MISSES, RUN_INFO, configuration_label
 
 COLUMNS = ["epoch", "step", "lr", "train_loss", "train_margin_loss", "train_reconstruction_loss", "train_accuracy",
            "validation_loss", "validation_accuracy", "validation_error",
            "test_loss", "test_margin_loss", "test_reconstruction_loss", "test_accuracy", "test_error",
            "affine_accuracy", "affine_error",  # expanded MNIST only: the affNIST-style generated test set
            "epoch_seconds", "train_images_per_second", "wall_seconds"]
+# misses.csv.gz: one row per example got wrong. set: test (or affine); evaluation: last (the latest logged:
+# the final one of a finished run) or selected (lowest validation error: runs with a split only); index:
+# the example's position in its set (MultiMNIST: the pair's index, generated.py); label, predicted: the
+# classes (two labels: "3 7"). Paired comparisons of runs scored on the same set read it (analysis.py).
+MISS_COLUMNS = ["set", "evaluation", "epoch", "index", "label", "predicted"]
 
 
 def _entries(folder: Path) -> list[Path]:
@@ -178,6 +184,35 @@ def _logged_epochs(log_dir: Path, info: dict) -> int:
 
 def write_metrics(log_dir: Path, history: list[dict]) -> None:
     atomic_write_text(Path(log_dir) / METRICS, pd.DataFrame(history, columns=COLUMNS).to_csv(index=False))
+
+
+def misses_rows(evaluation: str, epoch: int, misses: dict[str, dict]) -> pd.DataFrame:
+    """The misses.csv.gz rows of one evaluation: `misses` maps a set's name to Evaluation.misses()."""
+    frames = [pd.DataFrame({"set": name, "evaluation": evaluation, "epoch": epoch, **columns}, columns=MISS_COLUMNS)
+              for name, columns in misses.items()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MISS_COLUMNS)
+
+
+def write_misses(log_dir: Path, rows: list[pd.DataFrame]) -> None:
+    """misses.csv.gz, whole and atomically (gzip without a time stamp: the same misses, the same bytes)."""
+    text = pd.concat(rows, ignore_index=True).to_csv(index=False) if rows else ",".join(MISS_COLUMNS) + "\n"
+    with atomic_path(Path(log_dir) / MISSES) as tmp:
+        tmp.write_bytes(gzip.compress(text.encode(), mtime=0))
+
+
+def read_misses(folder: Path) -> pd.DataFrame | None:
+    """A run's misses.csv.gz (MISS_COLUMNS; label and predicted as text), or None for a run that has none
+    (trained before runs recorded them). One that cannot be read is a RunFolderError naming it."""
+    path = Path(folder) / MISSES
+    if not path.is_file():
+        return None
+    try:
+        misses = pd.read_csv(path, dtype={"label": str, "predicted": str})
+    except (OSError, ValueError, EOFError) as err:  # EOFError: gzip cut short
+        raise RunFolderError(f"{path}: not a misses file that capslib wrote ({_reason(err)})") from None
+    if list(misses.columns) != MISS_COLUMNS:
+        raise RunFolderError(f"{path}: columns {list(misses.columns)}, not {MISS_COLUMNS}")
+    return misses
 
 
 def write_run_info(log_dir: Path, info: dict) -> None:

@@ -28,8 +28,8 @@ from .gpus import claim_device
 from .layout import BEST, LAST, METRICS, RUN_INFO, placed
 from .model import count_parameters
 from .provenance import provenance
-from .runs import (Run, check_logs_belong_to, finish_run, metrics_match, open_run_folder, read_run, selection,
-                   write_metrics, write_run_info)
+from .runs import (Run, check_logs_belong_to, finish_run, metrics_match, misses_rows, open_run_folder, read_misses,
+                   read_run, selection, write_metrics, write_misses, write_run_info)
 from .speed import (configure_backends, make_optimizer, make_train_step, prepare_images, prepare_model,
                     resolve_speed, set_lr)
 
@@ -141,6 +141,8 @@ def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadlin
 
         wall_before = history[-1]["wall_seconds"] if history else 0.0
         saved_at, saved_epoch = None, start_epoch
+        # misses.csv.gz: the last evaluation's misses and the selected one's, which a resumed run reads back
+        last_misses, selected_misses = None, _selected_misses(log_dir, history, config) if saved else None
         writer = SummaryWriter(log_dir=str(log_dir), purge_step=start_epoch + 1)
         try:
             for epoch in range(start_epoch, config.epochs):
@@ -158,7 +160,8 @@ def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadlin
                     write_metrics(log_dir, history)
                     log(f"asked to stop after epoch {done}: checkpoint saved; resume to continue")
                     return finish_run(log_dir, info, history, "stopped")
-                row.update(_evaluate(model, scored, config, path))
+                scores, misses = _evaluate(model, scored, config, path)
+                row.update(scores)
                 row["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
                 if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):
                     write_run_info(log_dir, {**info, "status": "diverged"})
@@ -167,14 +170,18 @@ def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadlin
                     raise TrainingDiverged(f"epoch {done}: loss is {row['train_loss']} (train) / {row['test_loss']} "
                                            f"(test); training stopped, {kept}")
                 history.append(row)
+                last_misses = misses_rows("last", done, misses)
                 if _is_best(history):
                     ckpt.save_checkpoint(ckpt_dir / BEST, model, None, done, config, history, info["sessions"])
+                    if config.validation_size:
+                        selected_misses = misses_rows("selected", done, misses)
                 asked = stop is not None and stop()
                 out_of_time = deadline is not None and time.time() >= deadline
                 if saved_at is None or time.monotonic() - saved_at >= CHECKPOINT_SECONDS or done == config.epochs \
                         or out_of_time or asked:
                     ckpt.save_checkpoint(ckpt_dir / LAST, model, optimizer, done, config, history, info["sessions"])
                     write_metrics(log_dir, history)  # the CSV never runs ahead of the checkpoint
+                    write_misses(log_dir, [m for m in (last_misses, selected_misses) if m is not None])
                     saved_at, saved_epoch = time.monotonic(), done
                 _log_scalars(writer, row)
                 log(_epoch_line(row, config.epochs))
@@ -234,18 +241,37 @@ def _train_epoch(step, optimizer, config, path, epoch, train_x, train_y, progres
     }
 
 
-def _evaluate(model, scored: dict, config: TrainConfig, path) -> dict:
-    """The validation, test (and affine) columns of a metrics row; None for a set the run lacks."""
+def _evaluate(model, scored: dict, config: TrainConfig, path) -> tuple[dict, dict]:
+    """The validation, test (and affine) columns of a metrics row (None for a set the run lacks), and
+    the misses of the test (and affine) sets (Evaluation.misses)."""
     row = {f"{split}_{k}": None for split in ("validation", "test") for k in ("loss", "accuracy", "error")}
     row.update(affine_accuracy=None, affine_error=None)
+    misses = {}
     for split, examples in scored.items():
         result = evaluate_set(model, examples, config.eval_batch_size, path)
+        if split != "validation":
+            misses[split] = result.misses()
         row.update({f"{split}_accuracy": result.accuracy, f"{split}_error": result.error_percent})
         if split != "affine":  # the affine set is scored for accuracy alone
             row[f"{split}_loss"] = result.loss
         if split == "test":
             row.update(test_margin_loss=result.margin_loss, test_reconstruction_loss=result.reconstruction_loss)
-    return row
+    return row, misses
+
+
+def _selected_misses(log_dir: Path, history: list[dict], config: TrainConfig):
+    """The selected evaluation's misses as the run being resumed wrote them, if they are of the epoch
+    its checkpoint selects (misses.csv.gz is written after last.pt: a run killed in between, or trained
+    before runs recorded misses, has none to carry on; its misses file then lacks the selected rows)."""
+    epoch = selection(pd.DataFrame(history))["selected_epoch"] if config.validation_size and history else None
+    try:
+        misses = read_misses(log_dir) if epoch is not None else None
+    except CapslibError:
+        return None
+    if misses is None:
+        return None
+    chosen = misses[misses.evaluation == "selected"]
+    return chosen if len(chosen) and (chosen.epoch == epoch).all() else None
 
 
 def _is_best(history: list[dict]) -> bool:
