@@ -24,6 +24,7 @@ from capslib.core.config import TrainConfig
 from capslib.core.datasets import DATASETS
 from capslib.core.model import CapsNet
 from capslib.core.layout import run_name
+from capslib.core.errors import RunFolderError
 from capslib.core.runs import find_runs, write_metrics, write_run_info
 
 MNIST_CLASSES = DATASETS["mnist"].classes
@@ -594,6 +595,43 @@ def test_multimnist_table_shows_the_test_pairs_each_run_scored(tmp_path):
     assert table.loc["baseline CNN", "test_pairs_scored"] == "20/10000000"            # runs that differ: both
     assert table.loc["routing 3, reconstruction", "test_error_mean"] == pytest.approx(5.5)
     assert table.loc["baseline CNN", "paper_error"] == 8.1
+
+
+def test_multimnist_runs_set_each_run_beside_its_score_on_the_papers_10m_pairs(tmp_path):
+    import json
+
+    root = tmp_path / "runs"
+    scored = make_run(root, [9.0, 5.0], dataset="multimnist", seed=1, test_pairs=100)
+    make_run(root, [8.0, 6.0], dataset="multimnist", seed=2, test_pairs=100)
+    (scored / S.PAPER_SCALE_SCORE).write_text(json.dumps({"epoch": 2, "test_examples": 10_000_000,
+                                                         "test_error_percent": 5.01}))
+    table = S.multimnist_run_table(find_runs(root)).set_index("seed")
+    se_1m = 100 * math.sqrt(0.05 * 0.95 / 1_000_000)
+    assert table.loc[1, "test_error_se"] == pytest.approx(se_1m, abs=1e-3)
+    assert table.loc[1, "paper_scale_error"] == 5.01 and table.loc[1, "paper_scale_pairs"] == 10_000_000
+    se_10m = 100 * math.sqrt(0.0501 * 0.9499 / 10_000_000)
+    assert table.loc[1, "difference_in_se"] == pytest.approx(0.01 / math.hypot(se_1m, se_10m), abs=0.01)
+    assert missing(table.loc[2, "paper_scale_error"])  # not scored again
+    # a score of another checkpoint than the run's last is refused, by name
+    (scored / S.PAPER_SCALE_SCORE).write_text(json.dumps({"epoch": 1, "test_examples": 10, "test_error_percent": 5}))
+    with pytest.raises(RunFolderError, match=S.PAPER_SCALE_SCORE):
+        S.multimnist_run_table(find_runs(root))
+
+
+def test_affine_summary_compares_capsnet_with_the_cnn_and_routing_1_with_3():
+    rows = [{"configuration": c, "seed": seed, "target_validation_accuracy": 99.1, "expanded_test_accuracy": 99.2,
+             "affine_accuracy": a} for c, values in (("routing 3, reconstruction", [80.0, 82.0, 81.0]),
+                                                     ("baseline CNN", [70.0, 71.0, 69.0]),
+                                                     ("routing 1, reconstruction", [81.0, 80.0, 82.0]))
+            for seed, a in enumerate(values, 1)]
+    summary = S.affine_summary(pd.DataFrame(rows)).set_index("configuration")
+    capsnet, routing1 = summary.loc["routing 3, reconstruction"], summary.loc["routing 1, reconstruction"]
+    assert capsnet.affine_vs == "baseline CNN" and capsnet.affine_difference == pytest.approx(11.0)
+    assert capsnet.affine_difference_low > 0  # three seeds see an 11-point gap with a spread of 1
+    assert routing1.affine_vs == "routing 3, reconstruction" and routing1.affine_difference == pytest.approx(0.0)
+    assert routing1.affine_difference_low < 0 < routing1.affine_difference_high
+    assert missing(summary.loc["baseline CNN", "affine_difference"]) and summary.loc["baseline CNN", "paper_affine"] == 66.0
+    assert capsnet.affine_mean == 81.0 and capsnet.affine_std == 1.0 and capsnet.runs == 3
 
 
 def test_add_speedups():

@@ -22,6 +22,7 @@ from ..core.train import train
 from .analysis import TrainedRun, load_trained
 from .profiles import describe, resolve_profile, sized
 from .studies import study_runs
+from .sweep import finished_run
 
 
 # Where `make laptop` (the laptop profile: a CapsNet past 99% on a CPU in about a quarter of an hour)
@@ -167,12 +168,13 @@ def study(name: str, seeds, profile: str = "auto", runs_dir: str | Path = "scrat
     """Train (or resume, or just read back) every run of study `name` (studies.py: multimnist, affine,
     ...) sized by `profile`, checkpoints in runs_dir/<name>/<run>, logs in results_dir/<name>/<run>;
     return the runs. Says what it chose. `make` trains them first, with a sweep over the GPUs; then
-    this only reads them."""
+    this only reads them: a run whose logs say it finished is read, not resumed, as a sweep decides
+    (sweep.finished_run), since its checkpoint may have stayed on the GPU machine."""
     chosen, why = _profile(profile, device)
     configs = study_runs(name, list(seeds), runs_dir, results_dir, chosen, device=device)
     say(f"**{name}**: {len(configs)} runs ({', '.join(Path(c.log_dir).name for c in configs)}), profile "
         f"**{chosen}**{why}: {describe(configs[0])}; logs in `{Path(results_dir) / name}`.")
-    return [train(config, resume=True, progress=progress) for config in configs]
+    return [finished_run(config) or train(config, resume=True, progress=progress) for config in configs]
 
 
 def logged_runs(logs_root: str | Path, name: str, **fields) -> list[Run]:

@@ -4,6 +4,7 @@ MultiMNIST and matched-accuracy tables. tables.py writes and shows them for a re
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -211,6 +212,48 @@ def missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+# A MultiMNIST run scored once more on the paper's 10M test pairs: `capslib evaluate --ckpt-path <checkpoints>
+# --test-pairs 1000 --result-path <its logs folder>/PAPER_SCALE_SCORE` (the study's runs score 1M as they train).
+PAPER_SCALE_SCORE = "evaluate_test_pairs_1000.json"
+MULTIMNIST_RUN_COLUMNS = ["configuration", "seed", "epochs", "test_pairs_scored", "test_error", "test_error_se",
+                          "paper_scale_pairs", "paper_scale_error", "paper_scale_se", "difference_in_se", "device",
+                          "date", "run"]
+
+
+def binomial_se(error_percent: float, examples: int) -> float:
+    """The standard error (percentage points) of an error rate measured on `examples` examples."""
+    p = error_percent / 100
+    return 100 * math.sqrt(p * (1 - p) / examples)
+
+
+def multimnist_run_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per MultiMNIST run: its final test error on the study's pairs (%) with its binomial standard
+    error, and, where the run was scored again on the paper's 10M pairs (PAPER_SCALE_SCORE), that error
+    and how many combined standard errors apart the two are (the same model on two test sets)."""
+    rows = []
+    for run in runs:
+        if run.history.empty:
+            continue
+        pairs = run.info["test_images"] * run.config.test_pairs
+        error = float(run.history.test_error.iloc[-1])
+        row = {"configuration": run.label, "seed": run.config.seed, "epochs": int(run.history.epoch.iloc[-1]),
+               "test_pairs_scored": pairs, "test_error": _round(error), "test_error_se": _round(binomial_se(error, pairs)),
+               "device": run.info["sessions"][-1].get("device"), "date": run.info["sessions"][-1].get("date"),
+               "run": run.folder.name}
+        scored = run.folder / PAPER_SCALE_SCORE
+        if scored.is_file():
+            again = json.loads(scored.read_text())
+            if again["epoch"] != row["epochs"]:
+                raise RunFolderError(f"{scored}: scores epoch {again['epoch']}, not the run's last ({row['epochs']})")
+            se = binomial_se(again["test_error_percent"], again["test_examples"])
+            row.update(paper_scale_pairs=again["test_examples"], paper_scale_error=_round(again["test_error_percent"]),
+                       paper_scale_se=_round(se),
+                       difference_in_se=_round((again["test_error_percent"] - error)
+                                               / math.sqrt(se ** 2 + binomial_se(error, pairs) ** 2), 2))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=MULTIMNIST_RUN_COLUMNS)
+
+
 def multimnist_table(runs: list[Run]) -> pd.DataFrame:
     """Per configuration: the final MultiMNIST test error (%), mean ± sample std over seeds, beside the
     paper's, and the test pairs each run scored (its test images × test_pairs; the paper: 10M)."""
@@ -226,6 +269,37 @@ def multimnist_table(runs: list[Run]) -> pd.DataFrame:
                      "paper_error": paper.MULTIMNIST.get(configuration)})
     return pd.DataFrame(rows, columns=["configuration", "runs", "epochs", "test_pairs_scored", "test_error_mean",
                                        "test_error_std", "paper_error"])
+
+
+AFFINE_SUMMARY_COLUMNS = ["configuration", "runs", "target_validation_accuracy", "expanded_test_mean", "expanded_test_std",
+                          "affine_mean", "affine_std", "affine_vs", "affine_difference", "affine_difference_low",
+                          "affine_difference_high", "paper_affine"]
+# The comparisons of the affine study, (configuration, against): the paper's (CapsNet against the CNN), and
+# whether routing matters for robustness (Gu et al., CVPR 2021: it does not).
+AFFINE_COMPARISONS = {"routing 3, reconstruction": "baseline CNN", "routing 1, reconstruction": "routing 3, reconstruction"}
+
+
+def affine_summary(per_run: pd.DataFrame) -> pd.DataFrame:
+    """matched_accuracy's rows per configuration: the expanded-MNIST test and affine accuracy (%) at the
+    matched validation accuracy, mean ± sample std over seeds, and the affine difference of the
+    comparison in AFFINE_COMPARISONS with its 95% interval (two-sample t over seeds)."""
+    rows = []
+    groups = {name: group for name, group in per_run.groupby("configuration", sort=False)}
+    for configuration, group in groups.items():
+        against = AFFINE_COMPARISONS.get(configuration)
+        difference = low = high = math.nan
+        if against in groups:
+            difference, low, high = difference_interval(group.affine_accuracy, groups[against].affine_accuracy)
+        rows.append({"configuration": configuration, "runs": int(group.affine_accuracy.notna().sum()),
+                     "target_validation_accuracy": _round(group.target_validation_accuracy.iloc[0]),
+                     "expanded_test_mean": _round(group.expanded_test_accuracy.mean()),
+                     "expanded_test_std": _round(group.expanded_test_accuracy.std(ddof=1)),
+                     "affine_mean": _round(group.affine_accuracy.mean()),
+                     "affine_std": _round(group.affine_accuracy.std(ddof=1)),
+                     "affine_vs": against if against in groups else None,
+                     "affine_difference": _round(difference), "affine_difference_low": _round(low),
+                     "affine_difference_high": _round(high), "paper_affine": paper.AFFINE.get(configuration)})
+    return pd.DataFrame(rows, columns=AFFINE_SUMMARY_COLUMNS)
 
 
 def matched_target(runs: list[Run], cap: float | None = None) -> float:
