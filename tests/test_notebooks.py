@@ -33,6 +33,7 @@ from capslib.study import paper
 from capslib.study import summaries as S
 from PIL import Image
 
+from capslib.core.runs import read_misses
 from capslib.study.lab import NOTEBOOK_METADATA, keep_committed_metadata
 from capslib.study.profiles import GENERATED_PROFILES, PROFILES
 
@@ -387,21 +388,27 @@ def test_ten_committed_notebooks():
 def test_other_experiments_tables_and_runs(study, results):
     # make multimnist / affine: a sweep of both models at the tiny generated size, then their notebooks
     tiny = GENERATED_PROFILES["tiny"]
-    for name, dataset in (("multimnist", "multimnist"), ("affine", "mnist-expanded")):
+    for name, dataset, routings in (("multimnist", "multimnist", [3]), ("affine", "mnist-expanded", [1, 3])):
         runs = sorted(p.name for p in (results / name).iterdir() if p.is_dir())
-        assert runs == [f"{dataset}_baseline_seed1", f"{dataset}_routing3_recon_seed1"]
+        assert runs == [f"{dataset}_baseline_seed1"] + [f"{dataset}_routing{r}_recon_seed1" for r in routings]
         for run in runs:
             config = json.loads((results / name / run / "run.json").read_text())["config"]
             assert (config["epochs"], config["batch_size"], config["train_subset"], config["test_subset"]) == (
                 tiny.epochs, tiny.batch_size, tiny.train_subset, tiny.test_subset)
             assert (study / "runs" / name / run / "last.pt").is_file()
+            assert read_misses(results / name / run) is not None  # which test examples it got wrong
     multimnist = pd.read_csv(results / "tables" / "multimnist.csv")
     assert set(multimnist.configuration) == {"routing 3, reconstruction", "baseline CNN"}
     assert set(multimnist.paper_error) == {5.2, 8.1}
     metrics = pd.read_csv(results / "multimnist" / "multimnist_routing3_recon_seed1" / "metrics.csv")
     assert metrics.test_accuracy.notna().all() and metrics.affine_accuracy.isna().all()
+    per_run = pd.read_csv(results / "tables" / "multimnist_runs.csv")
+    assert len(per_run) == 2 and per_run.test_error_se.notna().all() and per_run.paper_scale_error.isna().all()
     affine = pd.read_csv(results / "tables" / "affine.csv")
-    assert len(affine) == 2 and affine.final_affine_accuracy.between(0, 100).all()
+    assert len(affine) == 3 and affine.final_affine_accuracy.between(0, 100).all()
+    summary = pd.read_csv(results / "tables" / "affine_summary.csv").set_index("configuration")
+    assert summary.loc["routing 1, reconstruction", "affine_vs"] == "routing 3, reconstruction"
+    assert summary.loc["routing 3, reconstruction", "affine_vs"] == "baseline CNN"
     metrics = pd.read_csv(results / "affine" / "mnist-expanded_routing3_recon_seed1" / "metrics.csv")
     assert metrics.affine_accuracy.notna().all() and metrics.validation_accuracy.notna().all()
 

@@ -1,0 +1,42 @@
+"""tools/gpu: runs side by side in a time-limited job, on the CPU at the tiny profile."""
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RUNS = ["multimnist_routing3_recon_seed1", "multimnist_baseline_seed1"]
+
+
+def side_by_side(workdir: Path, seconds: int, *runs: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SWEEP_OPTIONS": "--profile tiny --device cpu",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(["bash", str(REPO / "tools/gpu/side_by_side.sh"), str(seconds), "out", "multimnist", *runs],
+                          cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+
+
+def archived_runs(workdir: Path) -> dict[str, dict]:
+    with tarfile.open(workdir / "out" / "logs.tgz") as archive:
+        return {Path(m.name).parent.name: json.load(archive.extractfile(m))
+                for m in archive.getmembers() if m.name.endswith("/run.json")}
+
+
+def test_runs_side_by_side_finish_whole_and_come_back_in_one_archive(tmp_path):
+    done = side_by_side(tmp_path, 300, *RUNS)
+    assert done.returncode == 0, done.stderr
+    infos = archived_runs(tmp_path)
+    assert sorted(infos) == sorted(RUNS) and {i["status"] for i in infos.values()} == {"complete"}
+    # each run records the command that trained it, and has its own output
+    assert all("--only " in i["sessions"][-1]["command"] for i in infos.values())
+    assert all((tmp_path / "out" / f"{run}.log").read_text().strip() for run in RUNS)
+
+
+def test_runs_still_training_at_the_limit_are_stopped_and_none_is_archived_as_complete(tmp_path):
+    done = side_by_side(tmp_path, 0, RUNS[0])
+    assert "time limit" in done.stdout
+    assert (tmp_path / "out" / "logs.tgz").is_file() or not (tmp_path / "results").exists()
+    if (tmp_path / "out" / "logs.tgz").is_file():
+        assert all(i["status"] != "complete" for i in archived_runs(tmp_path).values())

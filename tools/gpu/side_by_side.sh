@@ -1,0 +1,40 @@
+#!/bin/bash
+# Train runs of one study side by side on one GPU, inside a time-limited job on a machine that is given
+# back when the job ends (nothing on it survives): every run that finishes is whole in the archive.
+#
+#   tools/gpu/side_by_side.sh SECONDS OUT STUDY RUN [RUN...]
+#
+# Each run is its own `capslib sweep STUDY --only RUN` with its own GPU-lock folder, so that the runs share
+# the GPU (core/gpus.py otherwise gives each run a GPU of its own; one MNIST run at batch 128 does not fill
+# an H100 when start-up, capture and scoring are counted: ../docs/running.md). At SECONDS after the start the
+# runs still training are stopped (SIGTERM: run.json says interrupted; a later job trains them again). Then
+# $AFTER runs, if set (e.g. tools/gpu/score_paper_scale.sh), and the logs of STUDY (no TensorBoard events),
+# with results/notebooks, tables and figures where present, go to OUT/logs.tgz; each run's output is
+# OUT/RUN.log. SWEEP_OPTIONS: more flags for each sweep (the tests: --profile tiny --device cpu). Size SECONDS so that the runs you need finish: a run cut off is trained again from the start.
+set -u
+export T0=$(date +%s)
+LIMIT=$1; OUT_DIR=$2; STUDY=$3; shift 3
+mkdir -p "$OUT_DIR"
+nvidia-smi -L 2>/dev/null; python3 -c "import torch; print('torch', torch.__version__)"; git log -1 --format='commit %H' 2>/dev/null
+pids=()
+for run in "$@"; do
+  command="python3 -m capslib sweep $STUDY --only $run --runs-dir runs --results-dir results ${SWEEP_OPTIONS:-}"
+  CAPSLIB_GPU_LOCKS=/tmp/capslib-locks-$run CAPSLIB_COMMAND="$command" $command > "$OUT_DIR/$run.log" 2>&1 &
+  pids+=($!)
+done
+while :; do
+  alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+  [ $alive = 0 ] && break
+  if [ $(( $(date +%s) - T0 )) -ge "$LIMIT" ]; then
+    echo "time limit: stopping the runs still training"; kill -TERM "${pids[@]}" 2>/dev/null
+    for _ in $(seq 30); do alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+      [ $alive = 0 ] && break; sleep 1; done  # each run records that it was stopped, then ends
+    break
+  fi
+  sleep 2
+done
+echo "runs ended after $(( $(date +%s) - T0 )) s"
+if [ -n "${AFTER:-}" ]; then eval "$AFTER"; fi
+tar czf "$OUT_DIR/logs.tgz" --exclude='events.out.*' "results/$STUDY" \
+  $(for d in results/notebooks results/tables results/figures; do [ -d $d ] && echo $d; done)
+echo "archived after $(( $(date +%s) - T0 )) s"
