@@ -23,7 +23,7 @@
 #   make figures          03, 04          reconstructions, perturbations and routing of table1's best MNIST model
 #   make fashion          05_fashion      Fashion-MNIST: every seed, and the figures of its best run
 #   make validated        sweep validated table1's runs with the first 10,000 training images held out
-#   make ablation         07_ablation     sweeps official, official-60k, ablation, precision: where the 0.25% comes from
+#   make ablation         07_ablation     sweeps official, official-60k, ablation, precision(-bf16): where the 0.25% comes from
 #   make table1-official  sweep           the official recipe at full length for Table 1's other rows (GPU-hours)
 #   make multimnist       08_multimnist   section 6: CapsNet and the baseline on MultiMNIST (sweep multimnist)
 #   make affine           09_affine       section 5.2: expanded MNIST → an affNIST-style set (sweep affine)
@@ -148,7 +148,7 @@ $(NB)/05_fashion.ipynb: | notebooks/05_fashion.ipynb $(call done,table1)
 validated: $(call done,validated)
 
 ablation: $(NB)/07_ablation.ipynb
-$(NB)/07_ablation.ipynb: | notebooks/07_ablation.ipynb $(foreach s,official official-60k ablation precision validated,$(call done,$s))
+$(NB)/07_ablation.ipynb: | notebooks/07_ablation.ipynb $(foreach s,official official-60k ablation precision precision-bf16 validated,$(call done,$s))
 	$(call notebook,07_ablation,$@,-p logs_root $(RESULTS) -p results_dir $(RESULTS))
 
 table1-official: $(call done,table1-official)

@@ -429,6 +429,14 @@ def test_ablation_tables(results):
         final = pd.read_csv(logged / "metrics.csv").test_error.iloc[-1]
         assert comparison.final_mean.iloc[1] == pytest.approx(final, abs=1e-3)
     assert pd.read_csv(results / "tables" / "official_60k.csv").selected_mean.iloc[1:].isna().all()  # no split
+    # precision image by image: its run against its bf16 partner of the same seed, from their records
+    (paired,) = pd.read_csv(results / "tables" / "precision_paired.csv").to_dict("records")
+    fp32, bf16 = (pd.read_csv(results / s / "mnist_routing3_recon_seed1" / "metrics.csv").test_error.iloc[-1]
+                  for s in ("precision", "precision-bf16"))
+    assert str(paired["seeds"]) == "1" and paired["difference"] == pytest.approx(fp32 - bf16, abs=1e-6)
+    assert paired["difference_low"] <= paired["difference"] <= paired["difference_high"]
+    hard = pd.read_csv(results / "tables" / "precision_paired_hard_core.csv")
+    assert list(hard.configuration) == ["bf16 + TF32", "strict float32"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,6 +58,9 @@ RESTART = ["tests/test_train.py::test_the_start_of_a_run_cut_off_says_resume_sta
 SWEEP_STOPPED = "tests/test_interrupts.py::test_a_stopped_sweep_stops_its_runs_and_a_rerun_continues_them"
 PREDICT = ["tests/test_predict.py"]
 CPU_SPEED = ["tests/test_cpu_speed.py"]
+MISSES = ["tests/test_train.py::test_a_run_records_which_test_images_it_got_wrong_at_its_last_and_selected_evaluations",
+          "tests/test_train.py::test_a_resumed_run_keeps_the_misses_of_the_evaluation_it_selected_before"]
+PAIRED = ["tests/test_paired.py"]
 LAPTOP = ["tests/test_profiles.py::test_a_cpu_notebook_left_at_auto_shows_the_laptop_run"]
 CUT_METRICS = "tests/test_cli.py::test_a_finished_run_whose_metrics_csv_was_cut_gets_it_back_from_its_checkpoint"
 ENDED = ["tests/test_train.py::test_whatever_ends_a_run_early_is_recorded_in_run_json"]
@@ -443,8 +446,8 @@ MUTANTS = [
            'grad_w = F.conv2d(x[:, :, :rows, :cols].transpose(0, 1), grad.transpose(0, 1), dilation=s)',
            'grad_w = F.conv2d(x[:, :, :rows:s, :cols:s].transpose(0, 1), grad.transpose(0, 1))', CPU_SPEED,
            "the primary capsules' weight gradient on the CPU bf16 paths ignores the stride"),
-    Mutant('explicit-profile-takes-the-laptop-run', 'trained_run', 'if profile == "auto" and',
-           'if profile and', LAPTOP,
+    Mutant('explicit-profile-takes-the-laptop-run', 'trained_run', 'if not runs and profile == "auto" and',
+           'if not runs and profile and', LAPTOP,
            'a notebook given a profile shows the laptop model instead of training at that size'),
     # --- capslib predict ----------------------------------------------------------------------
     Mutant('predict-digit-in-the-corner', 'in_frame', 'F.pad(images, (info.pad,) * 4)',
@@ -532,6 +535,18 @@ MUTANTS = [
     Mutant('comparison-against-previous-group', 'comparison_table', 'base = per_run if base is None else base',
            'base = per_run', RECIPES,
            'each group is compared with the one before it, not with the first'),
+    Mutant('misses-predicted-as-labels', 'Evaluation.misses', '"predicted": spelled(self.predictions[index])',
+           '"predicted": spelled(self.labels[index])', MISSES,
+           'the per-image records say each missed image was predicted as its own label'),
+    Mutant('misses-of-the-selected-lost-on-resume', '_train',
+           'selected_misses = None, _selected_misses(log_dir, history, config) if saved else None',
+           'selected_misses = None, None', MISSES,
+           'a resumed run forgets which images its selected evaluation missed'),
+    Mutant('paired-bootstrap-unpaired', 'bootstrap_interval', 'per_example = wrong_a.mean(axis=0) - wrong_b.mean(axis=0)',
+           'per_example = wrong_a.mean(axis=0) - wrong_b.mean(axis=0)[::-1]', PAIRED,
+           'the paired comparison pairs each image with another image'),
+    Mutant('mcnemar-one-sided', 'mcnemar_p', 'return min(1.0, 2 * tail)', 'return min(1.0, tail)', PAIRED,
+           "McNemar's test is one-sided"),
     Mutant('precision-runs-not-fp32', 'precision_configs', 'dataclasses.replace(c, speed="fp32")',
            'c', RECIPES,
            'the precision study repeats the bf16 runs'),

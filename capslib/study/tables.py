@@ -264,6 +264,36 @@ def show(table: pd.DataFrame, note: str = ""):
 # The paper's other experiments
 
 
+def write_paired_tables(comparisons: dict, groups: dict[str, list[Run]], stem: Path | str, title: str,
+                        evaluation: str = "last") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The paired comparisons (paired.paired_table) as `stem`.{csv,md} and which test images the
+    configurations in `groups` miss (paired.hard_core) as `stem`_hard_core.{csv,md}: for the runs with
+    per-image records; both empty, with a note saying so, where none has them."""
+    from .paired import hard_core, paired_table
+
+    table = paired_table(comparisons, evaluation)
+    readable = pd.DataFrame({
+        "A": table.a, "B": table.b, "seeds": table.seeds,
+        "error A (%)": table.a_error.map("{:.3f}".format), "error B (%)": table.b_error.map("{:.3f}".format),
+        "A − B, paired bootstrap 95% interval": [difference_text(d, lo, hi) for d, lo, hi in
+                                                  zip(table.difference, table.difference_low, table.difference_high)],
+        "only A right": table.only_a_right, "only B right": table.only_b_right,
+        "McNemar p": table.mcnemar_p.map("{:.2g}".format)})
+    write_table(table, stem, title, f"The {evaluation} evaluation of each run, compared image by image with the "
+                "run of the same seed (capslib/study/paired.py): the difference of mean test error, its 95% interval "
+                "from a paired bootstrap over test images, the images only one side got right (pooled over seed "
+                "pairs) and the exact McNemar p-value on them." + ("" if len(table) else
+                " No pair of runs has per-image records yet (runs record them since 2026-12-07)."),
+                readable=readable)
+    core_table, core = hard_core(groups, evaluation)
+    write_table(core_table, f"{stem}_hard_core", f"{title}: which test images each configuration misses",
+                "missed by every seed / seeds disagree (missed by some seeds, not all) / missed by any seed, over "
+                f"the runs with per-image records. Missed by every run of every configuration (the hard core): "
+                f"{len(core)} images" + (f" ({', '.join(map(str, core[:40]))}{' …' if len(core) > 40 else ''})."
+                                         if core else "."))
+    return table, core_table
+
+
 def write_other_experiment_tables(multimnist_runs: list[Run], affine_runs: list[Run], tables_dir: Path | str,
                                   target_cap: float | None = None) -> dict[str, pd.DataFrame]:
     """multimnist.{csv,md} and affine.{csv,md} (per run at the matched accuracy) in `tables_dir`, for
