@@ -67,7 +67,8 @@ NB := $(RESULTS)/notebooks
 
 # Every step runs once: its output (an executed notebook, or a sweep's .done mark) is the target, and
 # prerequisites are order-only (after the '|'), so editing a notebook or a fresh clone's file times never
-# retrain anything. To redo the study, run it into a new folder (make reproduce STUDY_DIR=redo).
+# retrain anything. To redo the study, run it into a new folder (make reproduce STUDY_DIR=redo). A notebook's
+# step waits for the studies it reads, as READERS in capslib/study/studies.py declares (a test holds them equal).
 #
 # $(call notebook,SOURCE,OUTPUT,PARAMETERS): execute notebooks/SOURCE.ipynb into OUTPUT. papermill writes
 # OUTPUT.partial.ipynb, renamed to OUTPUT only when every cell succeeded: a failed or cut-off run never

@@ -42,10 +42,11 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
-def field_parser(f: dataclasses.Field):
-    """An argparse type for TrainConfig field `f`: its type ('none' for None where the field allows
-    it), checked against its declaration (config.check); a mistake reads 'expected ...'."""
-    expected, nullable = kind(f)
+def field_parser(f: dataclasses.Field, owner: type = TrainConfig):
+    """An argparse type for field `f` of `owner` (TrainConfig, or cluster.SlurmSettings): its type
+    ('none' for None where the field allows it), checked against its declaration (config.check); a
+    mistake reads 'expected ...'."""
+    expected, nullable = kind(f, owner)
 
     def parse(text: str):
         if nullable and text.lower() == "none":
@@ -54,7 +55,7 @@ def field_parser(f: dataclasses.Field):
             value = parse_bool(text) if expected is bool else expected(text)
         except (ValueError, argparse.ArgumentTypeError):
             value = text
-        problem = check(f, value)  # a text that did not convert fails here too, with the type it must be
+        problem = check(f, value, owner)  # a text that did not convert fails here too, with the type it must be
         if problem:
             raise argparse.ArgumentTypeError(f"expected {problem}, got {text!r}")
         return value
@@ -163,7 +164,8 @@ def _slurm_flags(group) -> None:
                                default=argparse.SUPPRESS, metavar=f.metadata["metavar"], help=f.metadata["help"])
             continue
         default = f.default
-        group.add_argument(slurm_flag(f.name), dest=f"slurm_{f.name}", type=field_parser(f), default=argparse.SUPPRESS,
+        group.add_argument(slurm_flag(f.name), dest=f"slurm_{f.name}", type=field_parser(f, SlurmSettings),
+                           default=argparse.SUPPRESS,
                            metavar=f.metadata["metavar"],
                            help=f.metadata["help"] + (f" (default {default})" if default is not None else ""))
 
@@ -200,6 +202,8 @@ def build_parser() -> Parser:
     train = commands.add_parser("train", help="train a CapsNet (or the baseline CNN)")
     _training_flags(train)
     train.add_argument("--resume", action="store_true", help="continue the run in --ckpt-dir if it has a checkpoint")
+    train.add_argument("--show-config", action="store_true",
+                       help="print the run's config, each value with the layer that set it, and stop")
 
     studies = "\n".join(f"  {study.name:<16}{study.about}" for study in STUDIES.values())
     sweep = commands.add_parser("sweep", help="train a study's set of runs, one per free GPU (or CPU)",
@@ -221,6 +225,9 @@ def build_parser() -> Parser:
     sweep.add_argument("--only", metavar="RUN", action="append",
                        help="train only the run of this name (repeatable; e.g. one per task of a job array)")
     sweep.add_argument("--list", action="store_true", help="print the run folders and stop")
+    sweep.add_argument("--show-config", action="store_true",
+                       help="print each run's config, each value with the layer that set it (default, recipe, "
+                            "study, profile, given flags, run folder), and stop")
     sweep.add_argument("--status", action="store_true",
                        help="print each run's state (complete, running, pending, stopped, failed, not started: from "
                             "its folders and the scheduler), epochs and attempts, and stop")
@@ -282,18 +289,23 @@ def build_parser() -> Parser:
 
 
 def run_train(args) -> None:
+    from .core.config import recipe_layers
     from .core.layout import placed
     from .core.runs import summary_line
     from .core.train import train
 
     config = placed(config_from_args(args)).validate()  # --ckpt-dir, --logs-dir or runs/<run name>
+    if args.show_config:
+        layers = recipe_layers(getattr(args, "recipe", "paper"), given_fields(args))
+        print(shown_config(layers + [("run folder", config, ("ckpt_dir", "logs_dir"))]))
+        return
     args.ckpt_dir = config.ckpt_dir  # for the line an interruption prints
     run = train(config, resume=args.resume, progress=sys.stderr.isatty())
     print(f"{summary_line(run.info['summary'])}; run folder {config.log_dir}")
 
 
 def run_sweep(args) -> int:
-    from .study.studies import study_runs
+    from .study.studies import study_layers
     from .study.sweep import finished_run
 
     slurm = _check_executor_flags(args)  # before anything is read or submitted
@@ -303,16 +315,22 @@ def run_sweep(args) -> int:
         raise CapslibError(f"--seeds: expected comma-separated seeds, got {args.seeds!r}") from None
     if len(set(seeds)) != len(seeds):
         raise CapslibError(f"--seeds: {args.seeds} names a seed twice")
-    configs = study_runs(args.study, seeds, Path(args.runs_dir), Path(args.results_dir), args.profile,
-                         **given_fields(args))
+    runs = study_layers(args.study, seeds, Path(args.runs_dir), Path(args.results_dir), args.profile,
+                        **given_fields(args))
     if args.only:
-        names = {Path(c.log_dir).name for c in configs}
+        names = {Path(layers[-1][1].log_dir).name for _, layers in runs}
         unknown = [name for name in args.only if name not in names]
         if unknown:
             raise CapslibError(f"--only: {unknown[0]} is not a run of {args.study} (see --list)")
-        configs = [c for c in configs if Path(c.log_dir).name in args.only]
+        runs = [(study, layers) for study, layers in runs if Path(layers[-1][1].log_dir).name in args.only]
+    configs = [layers[-1][1] for _, layers in runs]
     if args.list:
         print("\n".join(str(c.log_dir) for c in configs))
+        return 0
+    if args.show_config:
+        from .study.studies import protocol
+
+        print("\n\n".join(shown_config(layers, protocol(study)) for study, layers in runs))
         return 0
     if args.status:
         from .study.slurm import status
@@ -338,6 +356,19 @@ def run_sweep(args) -> int:
                            "anyway (PROFILE=quick for small runs)")
     deadline = time.time() + 60 * args.time_limit if args.time_limit else None
     return sweep(configs, args.jobs or 1, deadline=deadline)
+
+
+def shown_config(layers, protocol: dict | None = None) -> str:
+    """A run's folder, then its config, each value with the layer that set it (config.set_by), then what
+    its name's digest stands for (layout.unnamed_choices, within the study's `protocol`)."""
+    from .core.config import show_config
+    from .core.layout import name_digest, unnamed_choices
+
+    config = layers[-1][1]
+    choices = unnamed_choices(config, protocol)
+    digest = (f"{name_digest(choices)}: " + ", ".join(f"{k} {v!r}" for k, v in choices.items()) if choices
+              else "none: the readable name says every choice")
+    return f"{config.log_dir}\n" + show_config(layers, {"name digest": digest})
 
 
 def _check_executor_flags(args) -> SlurmSettings | None:

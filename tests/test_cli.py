@@ -34,6 +34,7 @@ from capslib.core import data as D
 from capslib.study.analysis import load_trained, perturbation_figure_of, reconstruction_figure_of
 from capslib.core.checkpoint import load_checkpoint, load_model
 from capslib.core.config import TrainConfig
+from capslib.core.layout import run_name
 from capslib.study.figures import png_bytes
 from capslib.core.generated import MultiMNISTSet, materialise
 
@@ -404,8 +405,10 @@ def test_an_explicit_none_is_honoured_end_to_end(tmp_path, monkeypatch):
     code, out, err = cli("train", "--recipe", "official", "--lr-decay-steps", "none", "--routing", "1",
                          "--batch-size", "32", *QUICK)
     assert code == 0, err
-    folder = tmp_path / "runs" / "mnist_routing1_recon_official-schedule_seed1"
+    (folder,) = (tmp_path / "runs").iterdir()
     info = json.loads((folder / "run.json").read_text())
+    assert folder.name == run_name(TrainConfig.from_dict(info["config"]))
+    assert folder.name.startswith("mnist_routing1_recon_official-schedule_")  # and a digest of its sizes
     assert info["config"]["lr_decay_steps"] is None and info["variant"] == "official-schedule"
     assert info["config"]["lr_decay"] == 0.96 and info["config"]["min_lr"] == 1e-6  # the rest of the recipe
 
@@ -609,9 +612,9 @@ def test_evaluate_multimnist_scores_test_pairs_of_the_first_test_subset_images(g
     # by hand: pair j of the set overlays test image j // 4; correct iff the two longest capsules are its labels
     model, _, _ = load_model(folder)
     images, labels = D.load_split(MNIST, "test", "mnist")
-    x, y = materialise(MultiMNISTSet(*D.to_tensors(images[:6], labels[:6]), pairs=4))
+    x, y, digits = materialise(MultiMNISTSet(*D.to_tensors(images[:6], labels[:6]), pairs=4))
     with torch.no_grad():
-        output = model(x, y)
+        output = model(x, y, digits)
     top2 = output.scores.topk(2, dim=1).indices.sort(dim=1).values
     accuracy = (top2 == y.sort(dim=1).values).all(dim=1).double().mean().item()
     assert report["test_accuracy"] == pytest.approx(accuracy)

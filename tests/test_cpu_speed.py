@@ -10,9 +10,10 @@ import torch
 from capslib.core import speed
 from capslib.study.bench import load_port, run_cpu_benchmark
 from capslib.core.model import CapsNet, count_parameters
-from capslib.core.speed import (CPU_COMPILE_MIN_IMAGES, SPEED_PATHS, ConvWgradAsForward, CpuReport, TrainStep, choose_cpu_path,
+from capslib.core.speed import (CPU_COMPILE_MIN_IMAGES, SPEED_PATHS, ConvWgradAsForward, CpuReport, choose_cpu_path,
                            cpu_flags, cxx_compiler, make_optimizer, native_bf16, prepare_images, prepare_model,
                            resolve_speed)
+from capslib.core.step import TrainStep
 
 CPU = torch.device("cpu")
 

@@ -14,7 +14,7 @@ from capslib.core.config import TrainConfig
 from capslib.core.data import load_split, to_tensors
 from capslib.core.datasets import dataset_info
 from capslib.core.evaluate import Evaluation, evaluate_set
-from capslib.core.generated import (AffineSet, MultiMNISTSet, ShiftedSet, affine_parameters, affine_transform,
+from capslib.core.generated import (AffineSet, Examples, MultiMNISTSet, ShiftedSet, affine_parameters, affine_transform,
                                     epoch_examples, hashed_uniform, materialise, multimnist_epoch,
                                     other_class_partners, split_sets)
 from capslib.core.model import M_NEG, M_POS, LAMBDA
@@ -79,20 +79,21 @@ def square(shift: int) -> set[tuple[int, int]]:
 
 def test_multimnist_epoch_is_a_pure_function_of_seed_and_epoch(mnist_train):
     x, y = mnist_train
-    first, labels = multimnist_epoch(x, y, seed=3, epoch=5)
-    again, labels_again = multimnist_epoch(x, y, seed=3, epoch=5)
-    assert torch.equal(first, again) and torch.equal(labels, labels_again)
-    other, other_labels = multimnist_epoch(x, y, seed=3, epoch=6)
+    first, labels, digits = multimnist_epoch(x, y, seed=3, epoch=5)
+    again, labels_again, digits_again = multimnist_epoch(x, y, seed=3, epoch=5)
+    assert torch.equal(first, again) and torch.equal(labels, labels_again) and torch.equal(digits, digits_again)
+    other, other_labels, _ = multimnist_epoch(x, y, seed=3, epoch=6)
     assert not torch.equal(first, other) and not torch.equal(labels, other_labels)
     assert not torch.equal(first, multimnist_epoch(x, y, seed=4, epoch=5)[0])
 
 
 def test_multimnist_examples_overlay_two_shifted_digits_of_different_classes(mnist_train):
     x, y = mnist_train
-    examples, labels = multimnist_epoch(x[:60], y[:60], seed=1, epoch=0)
-    assert examples.shape == (60, 3, 36, 36) and labels.shape == (60, 2)
+    images, labels, digits = multimnist_epoch(x[:60], y[:60], seed=1, epoch=0)
+    # the input is the merged image alone; each digit, its reconstruction target, comes beside it
+    assert images.shape == (60, 1, 36, 36) and labels.shape == (60, 2) and digits.shape == (60, 2, 1, 36, 36)
     assert (labels[:, 0] != labels[:, 1]).all()
-    merged, a, b = examples[:, 0], examples[:, 1], examples[:, 2]
+    merged, a, b = images[:, 0], digits[:, 0, 0], digits[:, 1, 0]
     assert torch.equal(merged, (a + b).clamp(max=1))                   # min(a + b, 255), in [0, 1]
     assert (a + b > 1).any()                                           # the digits overlap somewhere
     assert sorted(labels[:, 0].tolist()) == sorted(y[:60].tolist())    # every image once as the base
@@ -112,12 +113,12 @@ def test_multimnist_shifts_are_every_shift_of_up_to_4_px_in_training_and_test():
     range one short at either end ([-4, 3]) misses 9 of them."""
     images, labels = dots(2000)
     config = TrainConfig(dataset="multimnist", test_pairs=5)
-    training, _ = epoch_examples(config, images, labels, epoch=0)
-    test, _ = materialise(split_sets(config, "test", images[:400], labels[:400])["test"])  # 2,000 pairs
-    for examples in (training, test):
-        assert examples.shape[1:] == (3, 36, 36)
-        assert dot_shifts(examples[:, 1], pad=4) == square(4)  # the base digit
-        assert dot_shifts(examples[:, 2], pad=4) == square(4)  # its partner
+    training = epoch_examples(config, images, labels, epoch=0).reconstruction_targets
+    test = materialise(split_sets(config, "test", images[:400], labels[:400])["test"]).reconstruction_targets  # 2,000 pairs
+    for digits in (training, test):
+        assert digits.shape[1:] == (2, 1, 36, 36)
+        assert dot_shifts(digits[:, 0, 0], pad=4) == square(4)  # the base digit
+        assert dot_shifts(digits[:, 1, 0], pad=4) == square(4)  # its partner
 
 
 def test_multimnist_partners_are_uniform_over_the_other_classes():
@@ -141,8 +142,8 @@ def test_multimnist_bounding_boxes_overlap_as_shifts_of_up_to_4_px_make_them(mni
     # shifts of up to 4 px give E[(20 − |Δ|)/20]² = 0.73 for 20×20 boxes; real ink boxes give about the
     # same. Shifts of up to 6 px (the official README) would give ~0.62, of 2 px ~0.85.
     x, y = mnist_train
-    examples, _ = multimnist_epoch(x, y, seed=1, epoch=0)
-    a, b = bounding_boxes(examples[:, 1]), bounding_boxes(examples[:, 2])
+    digits = multimnist_epoch(x, y, seed=1, epoch=0).reconstruction_targets
+    a, b = bounding_boxes(digits[:, 0, 0]), bounding_boxes(digits[:, 1, 0])
     height = (torch.minimum(a[:, 1], b[:, 1]) - torch.maximum(a[:, 0], b[:, 0]) + 1).clamp(min=0)
     width = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 2], b[:, 2]) + 1).clamp(min=0)
     area = lambda box: (box[:, 1] - box[:, 0] + 1) * (box[:, 3] - box[:, 2] + 1)
@@ -154,7 +155,7 @@ def test_multimnist_test_set_is_a_function_of_the_pair_index(mnist_train):
     x, y = mnist_train
     test = MultiMNISTSet(x[:30], y[:30], pairs=4)
     assert len(test) == 120
-    whole, labels = test.batch(0, 120)
+    whole, labels, _ = test.batch(0, 120)
     parts = [test.batch(start, start + 7) for start in range(0, 120, 7)]
     assert torch.equal(whole, torch.cat([p[0] for p in parts])) and torch.equal(labels, torch.cat([p[1] for p in parts]))
     assert torch.equal(whole, MultiMNISTSet(x[:30], y[:30], pairs=4).batch(0, 120)[0])   # same set every time
@@ -177,7 +178,8 @@ MULTIMNIST_TEST_SHA256 = "377716b8c6737787b1affcaaac92917eb953616ca2290d6d09ffb9
 
 
 def test_multimnist_test_set_is_the_one_defined(mnist_test_images):
-    x, y = materialise(MultiMNISTSet(*mnist_test_images, pairs=6))
+    merged, y, digits = materialise(MultiMNISTSet(*mnist_test_images, pairs=6))
+    x = torch.cat([merged, digits[:, 0], digits[:, 1]], dim=1)  # as the digest was taken: merged, base, partner
     digest = hashlib.sha256((x * 255).round().to(torch.uint8).numpy().tobytes())
     digest.update(y.numpy().astype(np.int64).tobytes())
     assert digest.hexdigest() == MULTIMNIST_TEST_SHA256
@@ -186,10 +188,11 @@ def test_multimnist_test_set_is_the_one_defined(mnist_test_images):
 @pytest.mark.parametrize("batch_size", [1, 7, 64, 300])
 def test_multimnist_batches_are_slices_of_the_whole_set(mnist_test_images, batch_size):
     test = MultiMNISTSet(*mnist_test_images, pairs=6)
-    whole, labels = materialise(test)
+    whole, labels, digits = materialise(test)
     for start in range(0, len(test), batch_size):
-        x, y = test.batch(start, start + batch_size)
+        x, y, d = test.batch(start, start + batch_size)
         assert torch.equal(x, whole[start:start + batch_size]) and torch.equal(y, labels[start:start + batch_size])
+        assert torch.equal(d, digits[start:start + batch_size])
 
 
 def test_multimnist_batch_pads_only_its_own_digits(mnist_test_images, monkeypatch):
@@ -236,8 +239,8 @@ def test_multimnist_losses_use_both_labels_and_reconstruct_each_digit(mnist_trai
     with torch.no_grad():
         model.W.mul_(30)
     x, y = mnist_train
-    examples, labels = multimnist_epoch(x[:8], y[:8], seed=1, epoch=0)
-    output = model(examples, labels)
+    examples, labels, digits = multimnist_epoch(x[:8], y[:8], seed=1, epoch=0)
+    output = model(examples, labels, digits)
     assert output.reconstruction.shape == (8, 2, 36 * 36)
     # each digit from its own class capsule (the official _remake: one remake per target)
     for k in range(2):
@@ -249,7 +252,7 @@ def test_multimnist_losses_use_both_labels_and_reconstruct_each_digit(mnist_trai
     margin = (present * (M_POS - lengths).clamp(min=0) ** 2
               + LAMBDA * (1 - present) * (lengths - M_NEG).clamp(min=0) ** 2).sum(1).mean()
     assert output.margin_loss.item() == pytest.approx(margin.item(), rel=1e-5)
-    sse = sum(((output.reconstruction[:, k] - examples[:, 1 + k].flatten(1)) ** 2).sum(1) for k in range(2)).mean()
+    sse = sum(((output.reconstruction[:, k] - digits[:, k].flatten(1)) ** 2).sum(1) for k in range(2)).mean()
     assert output.reconstruction_loss.item() == pytest.approx(sse.item(), rel=1e-5)
     assert output.loss.item() == pytest.approx(margin.item() + 0.0005 * sse.item(), rel=1e-5)
     # the merged image is never a reconstruction target
@@ -264,10 +267,10 @@ def test_multimnist_losses_use_both_labels_and_reconstruct_each_digit(mnist_trai
 def test_pooled_baseline_uses_sigmoid_cross_entropy_on_both_labels():
     torch.manual_seed(0)
     model = PooledCNN(36).eval()
-    images = torch.rand(4, 3, 36, 36)
+    images = torch.rand(4, 1, 36, 36)
     labels = torch.tensor([[1, 2], [3, 4], [5, 6], [7, 8]])
-    output = model(images, labels)
-    logits = model(images[:, :1]).scores      # only the merged channel is the input
+    output = model(images, labels, torch.rand(4, 2, 1, 36, 36))
+    logits = model(images).scores      # the reconstruction targets play no part in a CNN
     assert torch.allclose(output.scores, logits)
     target = torch.zeros(4, 10)
     target[torch.arange(4)[:, None], labels] = 1
@@ -295,18 +298,18 @@ def test_top2_rule_on_hand_made_scores():
 def test_evaluate_set_counts_an_example_correct_only_if_both_labels_are_the_top_two(mnist_train):
     class Fixed(torch.nn.Module):
         """Scores: class 1 and 2 highest for every image, then class 3."""
-        def forward(self, images, targets=None):
+        def forward(self, images, targets=None, reconstruction_targets=None):
             from capslib.core.model import ModelOutput
             scores = torch.tensor([0.0, 0.9, 0.8, 0.7, 0, 0, 0, 0, 0, 0]).repeat(len(images), 1)
             return ModelOutput(scores, scores.sum() * 0)
 
     class Labels:
-        images = torch.zeros(4, 3, 36, 36)
+        images = torch.zeros(4, 1, 36, 36)
         labels = torch.tensor([[1, 2], [2, 1], [1, 3], [0, 4]])
         def __len__(self):
             return 4
         def batch(self, start, stop):
-            return self.images[start:stop], self.labels[start:stop]
+            return Examples(self.images[start:stop], self.labels[start:stop])
 
     result = evaluate_set(Fixed(), Labels(), batch_size=3)
     assert result.accuracy == 0.5 and result.misclassified.tolist() == [2, 3]
@@ -320,7 +323,7 @@ def test_evaluate_set_counts_an_example_correct_only_if_both_labels_are_the_top_
 def test_expanded_mnist_pads_to_40x40_and_shifts_by_up_to_6_px(mnist_train):
     x, y = mnist_train
     config = TrainConfig(dataset="mnist-expanded", seed=2)
-    images, labels = epoch_examples(config, x[:40], y[:40], epoch=0)
+    images, labels, _ = epoch_examples(config, x[:40], y[:40], epoch=0)
     assert images.shape == (40, 1, 40, 40)
     assert torch.allclose(images.sum((1, 2, 3)).sort().values, x[:40].sum((1, 2, 3)).sort().values)  # no ink lost
     shifts = []
@@ -330,7 +333,7 @@ def test_expanded_mnist_pads_to_40x40_and_shifts_by_up_to_6_px(mnist_train):
         shifts += found[1:]
     assert max(map(abs, shifts)) <= 6 and max(map(abs, shifts)) > 2   # more than MNIST's 2 px
     test = ShiftedSet(x[:40], y[:40])
-    first, _ = test.batch(0, 40)
+    first = test.batch(0, 40).images
     assert torch.equal(first, ShiftedSet(x[:40], y[:40]).batch(0, 40)[0])
     assert torch.equal(first[10:20], test.batch(10, 20)[0])
     assert find_source(first[5, 0], x[5:6], pad=6, max_shift=6) is not None
@@ -341,8 +344,8 @@ def test_expanded_mnist_shifts_are_every_shift_of_up_to_6_px_in_training_and_tes
     every one of the 169 shifts in [-6, 6]², and none beyond."""
     images, labels = dots(3000)
     config = TrainConfig(dataset="mnist-expanded")
-    training, _ = epoch_examples(config, images, labels, epoch=0)
-    test, _ = materialise(split_sets(config, "test", images, labels)["test"])
+    training = epoch_examples(config, images, labels, epoch=0).images
+    test = materialise(split_sets(config, "test", images, labels)["test"]).images
     for examples in (training, test):
         assert examples.shape[1:] == (1, 40, 40)
         assert dot_shifts(examples[:, 0], pad=6) == square(6)
@@ -367,7 +370,7 @@ def test_affine_parameters_cover_the_affnist_ranges():
 def test_affine_set_keeps_each_digit_inside_the_40x40_frame(mnist_train):
     x, y = mnist_train
     affine = AffineSet(x[:200], y[:200])
-    images, labels = affine.batch(0, 200)
+    images, labels, _ = affine.batch(0, 200)
     assert images.shape == (200, 1, 40, 40) and torch.equal(labels, y[:200])
     params = affine_parameters(torch.arange(200))
     area = (params["scale_x"] * params["scale_y"]).float()

@@ -9,8 +9,8 @@ import torch
 from capslib.core.config import TrainConfig
 from capslib.core.data import load_dataset, to_tensors
 from capslib.core.model import CapsNet
-from capslib.core.speed import (SPEED_PATHS, GraphedTrainStep, TrainStep, autocast, make_optimizer, prepare_images,
-                           prepare_model, configure_backends)
+from capslib.core.speed import SPEED_PATHS, autocast, make_optimizer, prepare_images, prepare_model, configure_backends
+from capslib.core.step import GraphedTrainStep, TrainStep
 from capslib.core.train import train
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

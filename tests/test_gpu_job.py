@@ -7,8 +7,10 @@ import sys
 import tarfile
 from pathlib import Path
 
+from capslib.study.studies import study_runs
+
 REPO = Path(__file__).resolve().parents[1]
-RUNS = ["multimnist_routing3_recon_seed1", "multimnist_baseline_seed1"]
+RUNS = [Path(c.log_dir).name for c in study_runs("multimnist", [1], "runs", "results", "tiny")]  # as --profile tiny names them
 
 
 def side_by_side(workdir: Path, seconds: int, *runs: str) -> subprocess.CompletedProcess:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from capslib.core.runs import open_run_folder
+from capslib.study.studies import study_runs
 
 from helpers import one_line
 
@@ -137,7 +138,9 @@ def test_sigterm_stops_capslib_train_as_ctrl_c_does(tmp_path):
 # a sweep of two runs at a time, stopped
 
 
-SWEPT = ("mnist_routing1_norecon_seed1", "mnist_routing1_recon_seed1")
+# table1's two routing 1 runs at the tiny profile
+SWEPT = tuple(Path(c.log_dir).name for c in study_runs("table1", [1], "runs", "results", "tiny")
+              if c.model == "capsnet" and c.routing_iterations == 1)
 
 
 def sweep_argv(root: Path, epochs: int) -> list[str]:

@@ -36,15 +36,35 @@ from PIL import Image
 from capslib.core.runs import read_misses
 from capslib.study.lab import NOTEBOOK_METADATA, keep_committed_metadata
 from capslib.study.profiles import GENERATED_PROFILES, PROFILES
+from capslib.study.studies import study_runs
 
 pytestmark = pytest.mark.notebooks
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = sorted((REPO / "notebooks").glob("*.ipynb"))
-TABLE1_RUNS = ["mnist_baseline_seed1", "mnist_routing1_norecon_seed1", "mnist_routing1_recon_seed1",
-               "mnist_routing3_norecon_seed1", "mnist_routing3_recon_seed1", "fashion-mnist_routing3_recon_seed1"]
-REPORTED = ["01_data_mnist", "01_data_fashion-mnist", "03_reconstruct_mnist", "04_perturb_mnist", "05_fashion",
-            "06_summary", "07_ablation", "08_multimnist", "09_affine"]
+
+
+def tiny_run(study: str, **fields) -> str:
+    """The name of the run of `study` (its seed 1) with these fields at the tiny profile (core/layout.py)."""
+    (config,) = [c for c in study_runs(study, [1], "runs", "results", "tiny")
+                 if all(getattr(c, k) == v for k, v in fields.items())]
+    return Path(config.log_dir).name
+
+
+TABLE1_RUNS = [Path(c.log_dir).name for c in study_runs("table1", [1], "runs", "results", "tiny")]
+ROUTING3 = dict(dataset="mnist", model="capsnet", routing_iterations=3, reconstruction=True)
+ROUTING1_NORECON = dict(dataset="mnist", model="capsnet", routing_iterations=1, reconstruction=False)
+
+
+def makefile_words(variable: str) -> list[str]:
+    """A Makefile variable's words, as make expands it (`make -pn` prints its database, running nothing)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    database = subprocess.run(["make", "-pn", "docs"], cwd=REPO, env=env, capture_output=True, text=True).stdout
+    (line,) = [line for line in database.splitlines() if line.startswith(f"{variable} := ")]
+    return line.split(" := ", 1)[1].split()
+
+
+REPORTED = makefile_words("REPORTED")  # the Makefile declares the reported notebooks; `make report` renders them
 EXECUTED = REPORTED
 FIGURES = {  # name -> exact size in pixels, where the layout fixes it
     "mnist_samples.png": None, "fashion-mnist_samples.png": None,
@@ -390,7 +410,8 @@ def test_other_experiments_tables_and_runs(study, results):
     tiny = GENERATED_PROFILES["tiny"]
     for name, dataset, routings in (("multimnist", "multimnist", [3]), ("affine", "mnist-expanded", [1, 3])):
         runs = sorted(p.name for p in (results / name).iterdir() if p.is_dir())
-        assert runs == [f"{dataset}_baseline_seed1"] + [f"{dataset}_routing{r}_recon_seed1" for r in routings]
+        assert runs == sorted(Path(c.log_dir).name for c in study_runs(name, [1], "runs", "results", "tiny"))
+        assert len(runs) == 1 + len(routings)  # the baseline and a CapsNet per routing
         for run in runs:
             config = json.loads((results / name / run / "run.json").read_text())["config"]
             assert (config["epochs"], config["batch_size"], config["train_subset"], config["test_subset"]) == (
@@ -400,7 +421,7 @@ def test_other_experiments_tables_and_runs(study, results):
     multimnist = pd.read_csv(results / "tables" / "multimnist.csv")
     assert set(multimnist.configuration) == {"routing 3, reconstruction", "baseline CNN"}
     assert set(multimnist.paper_error) == {5.2, 8.1}
-    metrics = pd.read_csv(results / "multimnist" / "multimnist_routing3_recon_seed1" / "metrics.csv")
+    metrics = pd.read_csv(results / "multimnist" / tiny_run("multimnist", model="capsnet") / "metrics.csv")
     assert metrics.test_accuracy.notna().all() and metrics.affine_accuracy.isna().all()
     per_run = pd.read_csv(results / "tables" / "multimnist_runs.csv")
     assert len(per_run) == 2 and per_run.test_error_se.notna().all() and per_run.paper_scale_error.isna().all()
@@ -409,7 +430,7 @@ def test_other_experiments_tables_and_runs(study, results):
     summary = pd.read_csv(results / "tables" / "affine_summary.csv").set_index("configuration")
     assert summary.loc["routing 1, reconstruction", "affine_vs"] == "routing 3, reconstruction"
     assert summary.loc["routing 3, reconstruction", "affine_vs"] == "baseline CNN"
-    metrics = pd.read_csv(results / "affine" / "mnist-expanded_routing3_recon_seed1" / "metrics.csv")
+    metrics = pd.read_csv(results / "affine" / tiny_run("affine", model="capsnet", routing_iterations=3) / "metrics.csv")
     assert metrics.affine_accuracy.notna().all() and metrics.validation_accuracy.notna().all()
 
 
@@ -431,7 +452,7 @@ def test_ablation_tables(results):
     assert pd.read_csv(results / "tables" / "official_60k.csv").selected_mean.iloc[1:].isna().all()  # no split
     # precision image by image: its run against its bf16 partner of the same seed, from their records
     (paired,) = pd.read_csv(results / "tables" / "precision_paired.csv").to_dict("records")
-    fp32, bf16 = (pd.read_csv(results / s / "mnist_routing3_recon_seed1" / "metrics.csv").test_error.iloc[-1]
+    fp32, bf16 = (pd.read_csv(results / s / tiny_run(s) / "metrics.csv").test_error.iloc[-1]
                   for s in ("precision", "precision-bf16"))
     assert str(paired["seeds"]) == "1" and paired["difference"] == pytest.approx(fp32 - bf16, abs=1e-6)
     assert paired["difference_low"] <= paired["difference"] <= paired["difference_high"]
@@ -483,8 +504,7 @@ def test_study_dir_with_a_space_is_one_make_error(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # a newcomer: a fresh clone, every notebook run from notebooks/ with its defaults
 
-NEWCOMER_ORDER = ["01_data", "02_train", "03_reconstruct", "04_perturb", "05_fashion", "06_summary", "07_ablation",
-                  "08_multimnist", "09_affine", "10_explore"]
+NEWCOMER_ORDER = [p.stem for p in SOURCES]  # every committed notebook (test_ten_committed_notebooks lists them)
 NEWCOMER_LANES = [["01_data", "02_train", "03_reconstruct", "04_perturb", "06_summary", "10_explore"],
                   ["05_fashion", "07_ablation", "08_multimnist", "09_affine"]]
 
@@ -571,8 +591,8 @@ def test_newcomer_leaves_every_tracked_file_unchanged(newcomer):
     assert {"mnist_samples.png", "mnist_reconstructions.png", "mnist_perturbations.png", "mnist_routing.png",
             "mnist_coupling_entropy.png", "fashion-mnist_reconstructions.png", "mnist_accuracy.png"} <= figures
     assert sorted(p.name for p in (clone / "scratch" / "runs").iterdir()) == ["affine", "multimnist", "table1"]
-    assert sorted(p.name for p in (clone / "scratch" / "runs" / "table1").iterdir()) == [
-        "fashion-mnist_routing3_recon_seed1", "mnist_routing1_norecon_seed1", "mnist_routing3_recon_seed1"]
+    assert sorted(p.name for p in (clone / "scratch" / "runs" / "table1").iterdir()) == sorted(
+        [tiny_run("table1", dataset="fashion-mnist"), tiny_run("table1", **ROUTING1_NORECON), tiny_run("table1", **ROUTING3)])
     assert {"ablation.png", "official_accuracy.png"} <= figures  # 07 reads the committed logs, writes here
 
 
@@ -585,13 +605,14 @@ def test_newcomer_writes_nothing_into_the_checkout_capslib_comes_from(newcomer):
 
 def test_newcomer_notebooks_say_where_their_model_comes_from(newcomer):
     text = {name: output_text(read_notebook(out)) for name, (_, _, out) in newcomer["executed"].items()}
-    assert "profile **tiny**" in text["02_train"] and "scratch/runs/table1/mnist_routing3_recon_seed1" in text["02_train"]
+    routing3, routing1 = tiny_run("table1", **ROUTING3), tiny_run("table1", **ROUTING1_NORECON)
+    assert "profile **tiny**" in text["02_train"] and f"scratch/runs/table1/{routing3}" in text["02_train"]
     # 03 uses the run 02 trained; 04 and 05 find none of theirs and train a short one, saying so
-    assert "Run **mnist_routing3_recon_seed1** (the lowest final test error of 1 complete run" in text["03_reconstruct"]
+    assert f"Run **{routing3}** (the lowest final test error of 1 complete run" in text["03_reconstruct"]
     assert "Training a short one now" not in text["03_reconstruct"]
-    assert "Training a short one now" in text["04_perturb"] and "mnist_routing1_norecon_seed1" in text["04_perturb"]
+    assert "Training a short one now" in text["04_perturb"] and routing1 in text["04_perturb"]
     assert "Training a short one now" in text["05_fashion"]
-    assert "Run **mnist_routing3_recon_seed1** (the lowest final test error" in text["10_explore"]
+    assert f"Run **{routing3}** (the lowest final test error" in text["10_explore"]
     assert "Training a short one now" not in text["10_explore"]
 
 

@@ -15,7 +15,9 @@ import torch
 from capslib.study import notebook
 from capslib.core.config import TrainConfig
 from capslib.core.errors import CapslibError, RunFolderError
+from capslib.core.layout import run_name
 from capslib.study.profiles import GENERATED_PROFILES, PROFILES, describe, resolve_profile, sized
+from capslib.study.studies import protocol, study_runs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,8 +69,12 @@ def test_run_config_takes_the_profile_sizes_unless_given(capsys):
     tiny = PROFILES["tiny"]
     assert (config.epochs, config.batch_size, config.train_subset, config.test_subset) == (
         tiny.epochs, tiny.batch_size, tiny.train_subset, tiny.test_subset)
-    assert config.ckpt_dir == os.path.join("r", "table1", "fashion-mnist_routing1_recon_seed1")
-    assert config.logs_dir == os.path.join("s", "table1", "fashion-mnist_routing1_recon_seed1")
+    name = run_name(sized(TrainConfig(dataset="fashion-mnist", routing_iterations=1), "tiny"), protocol("table1"))
+    assert config.ckpt_dir == os.path.join("r", "table1", name)
+    assert config.logs_dir == os.path.join("s", "table1", name)
+    # where a sweep of table1 at the tiny profile puts the same run
+    (swept,) = [c for c in study_runs("table1", [1], "r", "s", "tiny", device="cpu") if c.dataset == "fashion-mnist"]
+    assert notebook.run_config("tiny", "table1", "r", "s", dataset="fashion-mnist", device="cpu").log_dir == swept.log_dir
     said = capsys.readouterr().out
     assert "profile **tiny**" in said and "1 epoch of 64 training images" in said
     config = notebook.run_config("quick", device="cpu", epochs=5, train_subset=300)
@@ -103,7 +109,8 @@ def trained_here(tmp_path_factory):
 
 def test_trained_run_trains_a_short_run_when_none_is_logged(trained_here):
     root, first, _ = trained_here
-    assert first.name == "mnist_routing1_norecon_seed1" and first.epoch == PROFILES["tiny"].epochs
+    tiny = sized(TrainConfig(routing_iterations=1, reconstruction=False), "tiny")
+    assert first.name == run_name(tiny, protocol("table1")) and first.epoch == PROFILES["tiny"].epochs
     info = json.loads((root / "results" / "table1" / first.name / "run.json").read_text())
     assert info["status"] == "complete" and info["config"]["train_subset"] == PROFILES["tiny"].train_subset
     assert (root / "runs" / "table1" / first.name / "last.pt").is_file()

@@ -22,8 +22,8 @@ from capslib.core.model import CapsNet, count_parameters
 from capslib.core.layout import run_name
 from capslib.core.runs import selection
 from capslib.study.sweep import finished_run
-from capslib.study.studies import (ablation_configs, official_configs, precision_configs, study_runs, table1_configs,
-                                   table1_official_configs, validated_configs)
+from capslib.study.studies import (ablation_configs, official_configs, precision_configs, protocol, study_runs,
+                                   table1_configs, table1_official_configs, validated_configs)
 from capslib.core.train import learning_rate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,6 +80,23 @@ def test_every_makefile_sweep_is_a_declared_study_and_every_study_is_swept(tmp_p
     assert done.returncode == 0, done.stderr
     swept = {line.split("capslib sweep ")[1].split()[0] for line in done.stdout.splitlines() if "capslib sweep " in line}
     assert swept == set(STUDIES) - {"multimnist", "affine"}  # on tiny and quick their notebooks train them
+
+
+def test_each_notebook_step_waits_for_the_studies_it_reads():
+    """The Makefile's prerequisites of each notebook that reads runs are the studies READERS declares
+    for it (full profile: there the sweeps train them first), and every study is read by some notebook."""
+    from capslib.study.studies import READERS, STUDIES
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    database = subprocess.run(["make", "-pn", "PROFILE=full", "STUDY_DIR=study", "reproduce"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=60).stdout
+    waits = {}
+    for line in database.splitlines():
+        if line.startswith("study/results/notebooks/") and ": | notebooks/" in line:
+            source, *prerequisites = line.split(": | ", 1)[1].split()
+            waits[Path(source).stem] = tuple(p.split("/")[-2] for p in prerequisites if p.endswith("/.done"))
+    assert {name: studies for name, studies in waits.items() if studies} == READERS
+    assert {s for studies in READERS.values() for s in studies} == set(STUDIES)
 
 
 def test_recipes_name_every_component_field():
@@ -311,11 +328,12 @@ def test_official_60k_trains_300000_steps_on_every_training_image():
 
 
 def test_precision_runs_are_validateds_routing3_runs_in_strict_float32():
-    table1 = {run_name(c): c for c in validated_configs([1, 2])}
+    # each precision run is named as its validated twin (speed is no part of a setup: a resumable change)
+    table1 = {run_name(c, protocol("validated")): c for c in validated_configs([1, 2])}
     precision = precision_configs([1, 2])
-    assert [run_name(c) for c in precision] == ["mnist_routing3_recon_seed1", "mnist_routing3_recon_seed2"]
+    assert len(precision) == 2
     for config in precision:
-        twin = table1[run_name(config)]
+        twin = table1[run_name(config, protocol("precision"))]
         assert config.speed == "fp32" != twin.speed
         assert {k: v for k, v in config.to_dict().items() if k != "speed"} == \
             {k: v for k, v in twin.to_dict().items() if k != "speed"}

@@ -8,9 +8,10 @@ import torch
 
 from capslib.core.errors import CapslibError
 from capslib.core.model import CapsNet, ModelOutput
-from capslib.core.speed import (SPEED_PATHS, TrainStep, autocast, make_optimizer, prepare_images, prepare_model,
-                           resolve_device, resolve_speed, set_lr, step_statistics)
-from capslib.core.speed import _restore, _snapshot  # what GraphedTrainStep does around its warm-up
+from capslib.core.speed import (SPEED_PATHS, autocast, make_optimizer, prepare_images, prepare_model, resolve_device,
+                           resolve_speed, set_lr)
+from capslib.core.step import STATISTICS, TrainStep, named_statistics, step_statistics
+from capslib.core.step import _restore, _snapshot  # what GraphedTrainStep does around its warm-up
 
 CPU = torch.device("cpu")
 
@@ -49,13 +50,14 @@ def test_step_statistics_count_the_highest_scores_that_match():
     scores = torch.tensor([[0.1, 0.9, 0.2], [0.8, 0.1, 0.3], [0.2, 0.3, 0.7], [0.5, 0.4, 0.1]])
     output = ModelOutput(scores, torch.tensor(1.5), torch.tensor(1.0), torch.tensor(1000.0))
     stats = step_statistics(output, torch.tensor([1, 0, 0, 0]))  # argmax: 1, 0, 2, 0
-    assert stats.tolist() == [1.5, 1.0, 1000.0, 3]  # loss, margin, reconstruction, correct
+    assert named_statistics(stats) == {"loss": 1.5, "margin_loss": 1.0, "reconstruction_loss": 1000.0, "correct": 3}
+    assert len(stats) == len(STATISTICS)  # the names and the tensor's order are one declaration
 
 
 def test_step_statistics_fill_absent_parts_with_zero():
     output = CapsNet(routing_iterations=3, reconstruction=False)(torch.rand(2, 1, 28, 28), torch.tensor([0, 1]))
-    stats = step_statistics(output, torch.tensor([0, 1]))
-    assert stats[2] == 0 and stats[0] == stats[1]
+    stats = named_statistics(step_statistics(output, torch.tensor([0, 1])))
+    assert stats["reconstruction_loss"] == 0 and stats["loss"] == stats["margin_loss"]
 
 
 # ---------------------------------------------------------------------------------------------

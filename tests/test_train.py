@@ -113,8 +113,8 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, m
     real_epoch_examples = train_module.epoch_examples
 
     def poisoned(config, images, labels, epoch):
-        images, labels = real_epoch_examples(config, images, labels, epoch)
-        return (images * float("nan") if epoch == 1 else images), labels
+        examples = real_epoch_examples(config, images, labels, epoch)
+        return examples._replace(images=examples.images * float("nan")) if epoch == 1 else examples
 
     monkeypatch.setattr(train_module, "epoch_examples", poisoned)
     with pytest.raises(TrainingDiverged, match="epoch 2: loss is nan"):

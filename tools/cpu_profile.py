@@ -18,7 +18,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from capslib.core.data import load_dataset, to_tensors
 from capslib.core.model import CapsNet
-from capslib.core.speed import SPEED_PATHS, configure_backends, make_optimizer, make_train_step, prepare_images, prepare_model
+from capslib.core.speed import SPEED_PATHS, configure_backends, make_optimizer, prepare_images, prepare_model
+from capslib.core.step import make_train_step
 
 CPU = torch.device("cpu")
 

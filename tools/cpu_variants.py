@@ -34,8 +34,8 @@ from port_capsnet import PortTrainStep  # noqa: E402
 
 from capslib.core.data import load_dataset, to_tensors  # noqa: E402
 from capslib.core.model import CapsNet, dynamic_routing, squash  # noqa: E402
-from capslib.core.speed import (SPEED_PATHS, ConvWgradAsForward, SpeedPath, TrainStep, prepare_images,  # noqa: E402
-                           prepare_model)
+from capslib.core.speed import SPEED_PATHS, ConvWgradAsForward, SpeedPath, prepare_images, prepare_model  # noqa: E402
+from capslib.core.step import TrainStep  # noqa: E402
 
 CPU = torch.device("cpu")
 

@@ -20,16 +20,19 @@ from .errors import CapslibError, RunFolderError
 from .files import atomic_path
 from .layout import LAST
 from .model import OFFICIAL_MARGIN_WEIGHT, build_model
+from .routing import routing_function
 
 FORMAT = 1
 MARGIN_WEIGHTS = {"paper": 1.0, "official": OFFICIAL_MARGIN_WEIGHT}  # by TrainConfig.loss_scaling
 
 
 def model_for(config: TrainConfig) -> nn.Module:
-    """The untrained model that a TrainConfig describes, built for the input its dataset declares."""
+    """The untrained model that a TrainConfig describes, built for the input its dataset declares, with
+    the routing procedure its config names (the function: model.py knows no registry)."""
     info = dataset_info(config.dataset)
     return build_model(config.model, routing_iterations=config.routing_iterations,
-                       reconstruction=config.reconstruction, image_size=info.image_size, num_targets=info.targets,
+                       reconstruction=config.reconstruction, image_size=info.image_size, in_channels=info.channels,
+                       num_targets=info.targets, routing=routing_function(config.routing_procedure),
                        detach_routing=config.detach_routing, digit_bias=config.digit_bias,
                        primary_capsules=config.primary_capsules, init=config.init,
                        margin_weight=MARGIN_WEIGHTS[config.loss_scaling])

@@ -20,12 +20,16 @@ Plain data: no torch here (`python -m capslib --help` and reading run logs stay 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .datasets import DATASETS
 from .errors import CapslibError
+from .routing import ROUTING_PROCEDURES
 
 MAX_SEED = 2**32 - 1  # seeds feed torch generators as seed · 1,000,003 + epoch (< 2**64)
 
@@ -68,13 +72,16 @@ def option(default, help: str, *, choices=None, low=None, above=None, high=None,
 @dataclass
 class TrainConfig:
     # what to train
-    dataset: str = option("mnist", "the dataset", choices=tuple(DATASETS))
+    # choices: the registries themselves, so that a dataset or procedure registered later is accepted
+    dataset: str = option("mnist", "the dataset", choices=DATASETS)
     data_root: str | None = option(None, "the folder of the four IDX files (default: the repository's "
                                    "data/<dataset>)", existing_folder=True, flags=("--mnist-root-path",), metavar="DIR")
     verify_checksums: bool = option(True, "check the data files' MD5 (False: for other copies of the datasets)")
     model: str = option("capsnet", "capsnet, or baseline: Table 1's CNN", choices=("capsnet", "baseline"))
     routing_iterations: int = option(3, "routing iterations (the paper: 1 or 3)", low=1, high=10,
                                      flags=("--routing-frequency", "--routing"), metavar="N")
+    routing_procedure: str = option("dynamic", "the routing procedure (capslib/core/routing.py)",
+                                    choices=ROUTING_PROCEDURES)
     reconstruction: bool = option(True, "add 0.0005 × the reconstruction SSE to the loss",
                                   flags=("--reconstruction-loss",))
     detach_routing: bool = option(False, "stop gradients through all but the last routing iteration "
@@ -158,16 +165,78 @@ class TrainConfig:
         sign = "+" if self.recipe == "paper" else "-"
         return self.recipe + "".join(sign + name for name in changed)
 
+    def implied_by_variant(self) -> dict:
+        """Every field's value as the recipe and variant() say it: the recipe's preset, with each component
+        the variant names switched to the other recipe's choice (paper+bias: the official bias). What a
+        run's name says of it (layout.unnamed_choices names the rest)."""
+        preset = {**dataclasses.asdict(TrainConfig()), **RECIPES.get(self.recipe, {})}
+        other = {**dataclasses.asdict(TrainConfig()), **RECIPES["official" if self.recipe == "paper" else "paper"]}
+        for name, fields in COMPONENTS.items():
+            if any(getattr(self, f) != preset[f] for f in fields):
+                preset.update({f: other[f] for f in fields})
+        return preset
 
-def kind(f: dataclasses.Field) -> tuple[type, bool]:
-    """A field's type and whether it may be None, from its annotation ('int | None' → (int, True))."""
-    names = [n.strip() for n in str(f.type).split("|")]
-    return {"int": int, "float": float, "bool": bool, "str": str}[names[0]], "None" in names
+
+# ---------------------------------------------------------------------------------------------
+# Where each value of a run's config was set. A config passes through layers, each setting some fields
+# over the one before: the field defaults here, a recipe (RECIPES), a study's declaration
+# (capslib/study/studies.py), a profile's sizes (capslib/study/profiles.py), the flags or notebook
+# options given, and the run folder (core/layout.py). `--show-config` prints what each set.
+
+Layer = tuple[str, "TrainConfig", tuple[str, ...]]  # (its name, the config after it, the fields it names)
 
 
-def check(f: dataclasses.Field, value) -> str | None:
-    """What field `f` must be, if `value` is not that (its declared type, choices or range); else None."""
-    expected, nullable = kind(f)
+def set_by(layers: list[Layer]) -> dict[str, str]:
+    """For each field of the last layer's config, the name of the layer that set it: the last whose
+    value differs from the layer before, or that names the field among those it sets (a flag that
+    restates a default is still the flag's). The first layer sets everything."""
+    sources, before = {}, None
+    for name, config, named in layers:
+        for f in dataclasses.fields(TrainConfig):
+            if before is None or f.name in named or getattr(config, f.name) != getattr(before, f.name):
+                sources[f.name] = name
+        before = config
+    return sources
+
+
+def recipe_layers(recipe: str, given: dict) -> list[Layer]:
+    """The layers of a config made from a recipe and given fields (TrainConfig.from_recipe)."""
+    preset = TrainConfig.from_recipe(recipe)
+    return [("default", TrainConfig(), ()), (f"recipe {recipe}", preset, tuple(RECIPES[recipe])),
+            ("given", TrainConfig.from_recipe(recipe, **given), tuple(given))]
+
+
+def show_config(layers: list[Layer], extra: dict[str, str] = ()) -> str:
+    """The last layer's config, one field a line with its value and the layer that set it, then the
+    lines of `extra` (label: text)."""
+    config, sources = layers[-1][1], set_by(layers)
+    width = max(len(f.name) for f in dataclasses.fields(TrainConfig))
+    values = {f.name: repr(getattr(config, f.name)) for f in dataclasses.fields(TrainConfig)}
+    value_width = min(max(map(len, values.values())), 48)
+    lines = [f"  {name:<{width}}  {value:<{value_width}}  {sources[name]}" for name, value in values.items()]
+    lines += [f"  {label:<{width}}  {text}" for label, text in dict(extra).items()]
+    return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(owner: type) -> dict:
+    return typing.get_type_hints(owner)  # the annotations evaluated (they are strings under __future__)
+
+
+def kind(f: dataclasses.Field, owner: type = None) -> tuple[type, bool]:
+    """A field of dataclass `owner` (TrainConfig by default): its type and whether it may be None
+    (`int | None` → (int, True))."""
+    hint = _hints(owner or TrainConfig)[f.name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        members = typing.get_args(hint)
+        return next(m for m in members if m is not type(None)), type(None) in members
+    return hint, False
+
+
+def check(f: dataclasses.Field, value, owner: type = None) -> str | None:
+    """What field `f` of `owner` (TrainConfig by default) must be, if `value` is not that (its declared
+    type, choices or range); else None."""
+    expected, nullable = kind(f, owner)
     meta = f.metadata
     if value is None:
         return None if nullable else "given"
@@ -236,8 +305,8 @@ RESUMABLE_CHANGES = ("epochs", "device", "speed", "eval_batch_size", "eval_every
 
 
 # Fields that only the CapsNet reads: the baseline CNN trains the same whatever they hold.
-CAPSNET_ONLY = ("routing_iterations", "reconstruction", "detach_routing", "digit_bias", "primary_capsules", "init",
-                "loss_scaling")
+CAPSNET_ONLY = ("routing_iterations", "routing_procedure", "reconstruction", "detach_routing", "digit_bias",
+                "primary_capsules", "init", "loss_scaling")
 
 
 def resume_conflicts(saved: TrainConfig, requested: TrainConfig) -> list[str]:

@@ -107,11 +107,14 @@ def read_idx(path: Path, expected_md5: str | None = None) -> np.ndarray:
 # Splits and datasets
 
 
-def _check_images(images: np.ndarray, path: Path) -> None:
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise DataError(f"{path}: expected uint8 images of 3 dimensions, got {images.dtype} of shape {images.shape}")
-    if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise DataError(f"{path}: expected {IMAGE_SIZE}x{IMAGE_SIZE} images, got {images.shape[1]}x{images.shape[2]}")
+def _check_images(images: np.ndarray, path: Path, channels: int = 1) -> None:
+    """uint8 N×28×28 (one channel) or N×C×28×28 (the C channels its dataset declares)."""
+    frame = (IMAGE_SIZE, IMAGE_SIZE) if channels == 1 else (channels, IMAGE_SIZE, IMAGE_SIZE)
+    if images.dtype != np.uint8 or images.ndim != 1 + len(frame):
+        raise DataError(f"{path}: expected uint8 images of {1 + len(frame)} dimensions, got {images.dtype} of shape "
+                        f"{images.shape}")
+    if images.shape[1:] != frame:
+        raise DataError(f"{path}: expected {'x'.join(map(str, frame))} images, got {'x'.join(map(str, images.shape[1:]))}")
 
 
 def _check_labels(labels: np.ndarray, path: Path) -> None:
@@ -122,15 +125,15 @@ def _check_labels(labels: np.ndarray, path: Path) -> None:
 
 
 def load_split(root: Path, split: str, dataset: str, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Images (uint8, N×28×28) and labels (int64, N) of one split ('train' or 'test')."""
+    """Images (uint8, N×28×28, or N×C×28×28) and labels (int64, N) of one split ('train' or 'test')."""
     info = dataset_info(dataset)
     if split not in SPLIT_FILES:
         raise DataError(f"unknown split {split!r}; choose train or test")
     image_stem, label_stem = SPLIT_FILES[split]
     image_path, label_path = find_idx_file(root, image_stem), find_idx_file(root, label_stem)
-    images = read_idx(image_path, info.md5[image_stem] if verify else None)
-    labels = read_idx(label_path, info.md5[label_stem] if verify else None)
-    _check_images(images, image_path)
+    images = read_idx(image_path, info.md5.get(image_stem) if verify else None)
+    labels = read_idx(label_path, info.md5.get(label_stem) if verify else None)
+    _check_images(images, image_path, info.channels)
     _check_labels(labels, label_path)
     if len(images) != len(labels):
         raise DataError(f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels")
@@ -192,8 +195,10 @@ def checksum_report(dataset: str, root: Path | str | None = None) -> list[dict]:
 
 def to_tensors(images: np.ndarray, labels: np.ndarray, device: torch.device | str = "cpu"
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 N×28×28 images -> float N×1×28×28 in [0, 1]; labels -> int64. Both new tensors on `device`."""
-    x = torch.as_tensor(images, device=device).unsqueeze(1).float().div_(255)
+    """uint8 N×28×28 (or N×C×28×28) images -> float N×1×28×28 (N×C×28×28) in [0, 1]; labels -> int64.
+    Both new tensors on `device`."""
+    x = torch.as_tensor(images, device=device)
+    x = (x.unsqueeze(1) if x.dim() == 3 else x).float().div_(255)
     y = torch.tensor(labels, dtype=torch.int64, device=device)
     return x, y
 

@@ -1,8 +1,11 @@
-"""The datasets a run can train on, declared once: their files, checksums, classes and frames.
+"""The datasets a run can train on, declared once: their files, checksums, classes, channels, labels
+per image and frames. Everything else reads these declarations; nothing infers a dataset's kind from
+the shape of its tensors.
 
-MNIST and Fashion-MNIST are read from their IDX files (capslib/core/data.py). The paper's two other
-MNIST experiments are generated on the device from MNIST's files (capslib/core/generated.py says
-how each is made, and why):
+MNIST and Fashion-MNIST are read from their IDX files (capslib/core/data.py); so is any dataset added
+with `register_dataset` (four IDX files in data/<name>, or wherever TrainConfig.data_root says:
+docs/extending.md). The paper's two other MNIST experiments are generated on the device from MNIST's
+files (capslib/core/generated.py says how each is made, and why):
 
     multimnist      section 6: a digit over a digit of another class, each shifted up to 4 px in a
                     36×36 frame (pad 4); two labels per image
@@ -33,13 +36,17 @@ SPLIT_FILES = {
 class DatasetInfo:
     name: str
     classes: tuple[str, ...]
-    md5: dict[str, str]  # MD5 of each file's decompressed bytes
-    # Datasets generated from another's IDX files on the device: the source, the zero padding around
-    # each 28×28 digit, its random shift in training and the digits per image.
+    md5: dict[str, str]  # MD5 of each file's decompressed bytes (none: the files are not checked)
+    channels: int = 1    # of each image: the network's input channels (IDX images N×H×W, or N×C×H×W)
+    # Labels per example. With k > 1 the decoder reconstructs one image per label, so the dataset supplies
+    # k reconstruction targets beside each input (MultiMNIST: each digit alone), never inside its channels.
+    targets: int = 1
+    # Datasets generated on the device from another's IDX files: how (generated.py: "multimnist",
+    # "expanded"), from which, the zero padding around each 28×28 digit and its random shift in training.
+    generator: str | None = None
     source: str | None = None
     pad: int = 0
     shift: int | None = None   # None: TrainConfig.max_shift (the paper's 2 px for MNIST)
-    targets: int = 1
 
     @property
     def default_root(self) -> Path:
@@ -48,6 +55,17 @@ class DatasetInfo:
     @property
     def image_size(self) -> int:
         return IMAGE_SIZE + 2 * self.pad
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """Channels, height and width of one input image."""
+        return self.channels, self.image_size, self.image_size
+
+    @property
+    def reconstruction_shape(self) -> tuple[int, int, int, int] | None:
+        """The reconstruction targets of one example, one image per label, where they are not the input
+        itself (targets > 1); None where the decoder reconstructs the input."""
+        return (self.targets, *self.image_shape) if self.targets > 1 else None
 
 
 _MNIST = DatasetInfo(
@@ -73,9 +91,21 @@ DATASETS = {
             "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
         },
     ),
-    "multimnist": DatasetInfo("multimnist", _MNIST.classes, _MNIST.md5, source="mnist", pad=4, shift=4, targets=2),
-    "mnist-expanded": DatasetInfo("mnist-expanded", _MNIST.classes, _MNIST.md5, source="mnist", pad=6, shift=6),
+    "multimnist": DatasetInfo("multimnist", _MNIST.classes, _MNIST.md5, targets=2, generator="multimnist",
+                              source="mnist", pad=4, shift=4),
+    "mnist-expanded": DatasetInfo("mnist-expanded", _MNIST.classes, _MNIST.md5, generator="expanded", source="mnist",
+                                  pad=6, shift=6),
 }
+
+
+def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    """Add a dataset (a name taken already is an error: runs record names)."""
+    if info.name in DATASETS:
+        raise DataError(f"dataset {info.name!r} is registered already")
+    if len(info.classes) != NUM_CLASSES:
+        raise DataError(f"dataset {info.name!r}: {len(info.classes)} classes; the model has {NUM_CLASSES} digit capsules")
+    DATASETS[info.name] = info
+    return info
 
 
 def dataset_info(name: str) -> DatasetInfo:

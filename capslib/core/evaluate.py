@@ -71,8 +71,8 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 
 @torch.inference_mode()
 def evaluate_set(model: nn.Module, examples, batch_size: int = 1000, path: SpeedPath = SPEED_PATHS["fp32"]) -> Evaluation:
-    """Evaluate `model` on a set (generated.TensorSet, MultiMNISTSet, ...: len() and batch(start, stop)),
-    already on the model's device. One host sync at the end."""
+    """Evaluate `model` on a set (generated.TensorSet, MultiMNISTSet, ...: len() and batch(start, stop),
+    which yields generated.Examples), already on the model's device. One host sync at the end."""
     was_training = model.training
     model.eval()
     device = examples.images.device
@@ -81,10 +81,10 @@ def evaluate_set(model: nn.Module, examples, batch_size: int = 1000, path: Speed
     has_margin = has_reconstruction = False
     try:
         for start in range(0, len(examples), batch_size):
-            x, y = examples.batch(start, start + batch_size)
+            x, y, reconstruction_targets = examples.batch(start, start + batch_size)
             x = prepare_images(x, path)
-            with autocast(path, device):
-                output = model(x, y)
+            with autocast(path, device):  # a set whose images are their own reconstruction targets passes none
+                output = model(x, y) if reconstruction_targets is None else model(x, y, reconstruction_targets)
             predictions.append(predicted_classes(output.scores, 1 if y.dim() == 1 else y.shape[1]))
             all_labels.append(y)
             hits.append(is_correct(output.scores, y))

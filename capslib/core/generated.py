@@ -1,7 +1,10 @@
 """The data of the paper's two other MNIST experiments, generated on the device from the MNIST IDX files
 (no dataset file is stored): MultiMNIST (section 6) and expanded MNIST with an affNIST-style test set
-(section 5.2). `datasets.DATASETS` declares their sizes; `epoch_examples` and `scored_sets` are what the
-training loop calls, for every dataset, and `split_sets` what `capslib evaluate` scores.
+(section 5.2). `datasets.DATASETS` declares their sizes and which generator makes each
+(DatasetInfo.generator); `epoch_examples` and `scored_sets` are what the training loop calls, for every
+dataset, and `split_sets` what `capslib evaluate` scores. Every set yields `Examples`: the images the
+network reads, their labels and, where the decoder reconstructs something else than the input, its
+reconstruction targets.
 
 MultiMNIST. The paper: "We generate the MultiMNIST training and test dataset by overlaying a digit on
 top of another digit from the same set (training or test) but different class. Each digit is shifted
@@ -25,7 +28,8 @@ Where we differ from the official generator, and why:
     same on a CPU and a GPU. Each pair draws its own base shift (the official code reuses one shift of
     the base image for all its 1,000 pairs: the same distribution over pairs);
   - pixels are floats in [0, 1] and merged as min(a + b, 1), which is min(a + b, 255) / 255.
-A MultiMNIST example is 3 channels (model.split_input): the merged image, then each shifted digit.
+A MultiMNIST example is the merged image (the input), its two labels and each shifted digit alone (the two
+reconstruction targets), as the official record holds merged_raw, image_raw_1 and image_raw_2.
 
 Expanded MNIST (the official README: "To build expanded_mnist for affNIST generalizability pass
 --shift=6 --pad=6"): each digit padded to 40×40 and shifted by up to 6 px in each direction. Training
@@ -46,6 +50,8 @@ are comparable between our models, not with the paper's 79% / 66%.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -62,6 +68,15 @@ AFFINE_RANGES = {"rotation_degrees": (-20.0, 20.0), "shear": (-0.2, 0.2), "scale
                  "scale_y": (0.8, 1.2)}
 AFFINE_SIZE = 40
 AFFINE_LABEL = "affNIST-style (generated)"  # its name in every table: it is not affNIST
+
+
+
+class Examples(NamedTuple):
+    """A batch of examples, as every set and every epoch yields them."""
+    images: torch.Tensor                                # B×C×S×S: what the network reads
+    labels: torch.Tensor                                # B, or B×k (k labels per image: DatasetInfo.targets)
+    reconstruction_targets: torch.Tensor | None = None  # B×k×C×S×S, one per label; None: the images themselves
+
 
 # ---------------------------------------------------------------------------------------------
 # A counter-based hash: random numbers as a pure function of (seed, stream, index), on any device
@@ -109,18 +124,19 @@ def other_class_partners(labels: torch.Tensor, base: torch.Tensor, u: torch.Tens
 
 
 def overlay(images: torch.Tensor, labels: torch.Tensor, base: torch.Tensor, partner: torch.Tensor,
-            base_shift: torch.Tensor, partner_shift: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+            base_shift: torch.Tensor, partner_shift: torch.Tensor, pad: int) -> Examples:
     """MultiMNIST examples: 28×28 `images` padded by `pad`, base and partner shifted (B×2 shifts, at most
-    `pad`), merged as min(a + b, 1); B×3×S×S (merged, base, partner) and B×2 labels (base, partner).
-    Only the B chosen digits are padded: a test batch draws from all the test images."""
+    `pad`), merged as min(a + b, 1): B×1×S×S merged images, B×2 labels (base, partner) and B×2×1×S×S
+    reconstruction targets (base, partner). Only the B chosen digits are padded: a test batch draws from
+    all the test images."""
     a = shift_images(F.pad(images[base], (pad,) * 4), base_shift, pad)
     b = shift_images(F.pad(images[partner], (pad,) * 4), partner_shift, pad)
     merged = (a + b).clamp(max=1.0)
-    return torch.cat([merged, a, b], dim=1), torch.stack([labels[base], labels[partner]], dim=1)
+    return Examples(merged, torch.stack([labels[base], labels[partner]], dim=1), torch.stack([a, b], dim=1))
 
 
 def multimnist_epoch(images: torch.Tensor, labels: torch.Tensor, seed: int, epoch: int,
-                     shift: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+                     shift: int = 4) -> Examples:
     """One epoch of MultiMNIST training pairs: every image once as the base, in a random order, with a
     random partner of another class; both shifted at random by up to `shift` px; a pure function of
     (seed, epoch)."""
@@ -145,8 +161,8 @@ class TensorSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[start:stop], self.labels[start:stop]
+    def batch(self, start: int, stop: int) -> Examples:
+        return Examples(self.images[start:stop], self.labels[start:stop])
 
 
 class MultiMNISTSet:
@@ -160,7 +176,7 @@ class MultiMNISTSet:
     def __len__(self) -> int:
         return len(self.images) * self.pairs
 
-    def batch(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, start: int, stop: int) -> Examples:
         j = torch.arange(start, min(stop, len(self)), device=self.images.device)
         base = j // self.pairs
         u = [hashed_uniform(j, self.seed, stream) for stream in range(5)]
@@ -179,12 +195,12 @@ class ShiftedSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, start: int, stop: int) -> Examples:
         index = torch.arange(start, min(stop, len(self)), device=self.images.device)
         shifts = torch.stack([_uniform_int(hashed_uniform(index, self.seed, s), -self.pad, self.pad)
                               for s in (10, 11)], dim=1)
         padded = F.pad(self.images[index], (self.pad,) * 4)
-        return shift_images(padded, shifts, self.pad), self.labels[index]
+        return Examples(shift_images(padded, shifts, self.pad), self.labels[index])
 
 
 def affine_parameters(index: torch.Tensor, seed: int = TEST_SET_SEED) -> dict[str, torch.Tensor]:
@@ -243,12 +259,12 @@ class AffineSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, start: int, stop: int) -> Examples:
         index = torch.arange(start, min(stop, len(self)), device=self.images.device)
-        return affine_transform(self.images[index], affine_parameters(index, self.seed)), self.labels[index]
+        return Examples(affine_transform(self.images[index], affine_parameters(index, self.seed)), self.labels[index])
 
 
-def materialise(examples, stop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def materialise(examples, stop: int | None = None) -> Examples:
     """The first `stop` examples of a set (all by default) as tensors: for figures and small sets."""
     return examples.batch(0, len(examples) if stop is None else min(stop, len(examples)))
 
@@ -257,17 +273,18 @@ def materialise(examples, stop: int | None = None) -> tuple[torch.Tensor, torch.
 # What the training loop calls
 
 
-def epoch_examples(config, images: torch.Tensor, labels: torch.Tensor, epoch: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def epoch_examples(config, images: torch.Tensor, labels: torch.Tensor, epoch: int) -> Examples:
     """The training examples of one epoch of `config`'s dataset (a pure function of seed and epoch),
-    made from the source images (N×1×28×28) on their device."""
+    made from the source images (N×C×28×28) on their device, as its DatasetInfo.generator says."""
     info = dataset_info(config.dataset)
-    if info.source is None:
-        return epoch_data(images, labels, config.seed, epoch, config.max_shift, config.augmentation)
-    if info.targets == 2:
+    if info.generator is None:  # the IDX images themselves, shifted as the recipe says
+        return Examples(*epoch_data(images, labels, config.seed, epoch, config.max_shift, config.augmentation))
+    if info.generator == "multimnist":
         return multimnist_epoch(images, labels, config.seed, epoch, info.shift)
-    padded = F.pad(images, (info.pad,) * 4)
-    return epoch_data(padded, labels, config.seed, epoch, info.shift)
+    if info.generator == "expanded":
+        padded = F.pad(images, (info.pad,) * 4)
+        return Examples(*epoch_data(padded, labels, config.seed, epoch, info.shift))
+    raise DataError(f"dataset {info.name!r}: unknown generator {info.generator!r}")
 
 
 def split_sets(config, split: str, images: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -276,14 +293,16 @@ def split_sets(config, split: str, images: torch.Tensor, labels: torch.Tensor) -
     affNIST-style set). MultiMNIST sets have config.test_pairs pairs per image. What training scores
     and what `capslib evaluate` scores (analysis.score_checkpoint)."""
     info = dataset_info(config.dataset)
-    if info.source is None:
+    if info.generator is None:
         return {split: TensorSet(images, labels)}
-    if info.targets == 2:
+    if info.generator == "multimnist":
         return {split: MultiMNISTSet(images, labels, config.test_pairs, shift=info.shift)}
-    sets = {split: ShiftedSet(images, labels, info.pad)}
-    if split == "test":
-        sets["affine"] = AffineSet(images, labels)
-    return sets
+    if info.generator == "expanded":
+        sets = {split: ShiftedSet(images, labels, info.pad)}
+        if split == "test":
+            sets["affine"] = AffineSet(images, labels)
+        return sets
+    raise DataError(f"dataset {info.name!r}: unknown generator {info.generator!r}")
 
 
 def scored_sets(config, data, device) -> dict:
@@ -296,10 +315,3 @@ def scored_sets(config, data, device) -> dict:
     for split, arrays in splits.items():
         sets.update(split_sets(config, split, *to_tensors(*arrays, device)))
     return sets
-
-
-def example_shape(config) -> tuple[int, int, int]:
-    """Channels, height and width of one training example of `config`'s dataset."""
-    info = dataset_info(config.dataset)
-    return (1 + info.targets if info.targets > 1 else 1, info.image_size, info.image_size)
-

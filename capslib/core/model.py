@@ -9,7 +9,9 @@ MultiMNIST's 36×36), û_{j|i} = W_ij u_i their predictions for the 10 digit cap
 routing logits and c_ij = softmax_j(b_ij) the coupling coefficients. Where the paper is silent we
 follow the authors' official TensorFlow code (Sarasra/models, research/capsules) and say so;
 docs/differences.md lists every such choice. The choices a run makes (routing iterations, the decoder,
-the official code's variants) are arguments here; their defaults live in capslib/core/config.py.
+the official code's variants) are arguments here; their defaults live in capslib/core/config.py. So is the
+routing procedure itself: CapsNet takes the function (`dynamic_routing` by default), and other procedures,
+registered by name in capslib/core/routing.py, are handed to it the same way.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class ModelOutput(NamedTuple):
     margin_loss: torch.Tensor | None = None
     reconstruction_loss: torch.Tensor | None = None  # mean sum of squared errors, unweighted
     capsules: torch.Tensor | None = None        # B×10×16 digit capsules v_j
-    reconstruction: torch.Tensor | None = None  # B×784 decoder output (B×k×pixels with k targets per image)
+    reconstruction: torch.Tensor | None = None  # B×pixels decoder output (B×k×pixels with k targets per image)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,7 +140,7 @@ def margin_loss(lengths: torch.Tensor, targets: torch.Tensor,
 def reconstruction_loss(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """Section 4.1: the sum of squared pixel errors per image, averaged over the batch (the objective
     weighs it by RECONSTRUCTION_WEIGHT). With k reconstructions per example (B×k×pixels against
-    B×k×H×W digits), the sum of their k SSEs."""
+    B×k×C×H×W digits), the sum of their k SSEs."""
     error = reconstruction.float().flatten(1) - images.float().flatten(1)
     return (error * error).sum(dim=1).mean()
 
@@ -166,19 +168,7 @@ class Decoder(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Inputs and predictions
-
-
-def split_input(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The network's input and, for MultiMNIST, the digits to reconstruct.
-
-    A MultiMNIST example is stored as 3 channels, like the official record (mnist_shift.py
-    shift_write_multi_mnist: merged_raw, image_raw_1, image_raw_2): the merged image the network sees,
-    then each digit alone, shifted as in the merged image; the decoder reconstructs each digit against
-    its own channel. A 1-channel image is its own reconstruction target (None here)."""
-    if images.shape[1] == 1:
-        return images, None
-    return images[:, :1], images[:, 1:]
+# Predictions
 
 
 def predicted_classes(scores: torch.Tensor, k: int = 1) -> torch.Tensor:
@@ -211,7 +201,9 @@ class CapsNet(nn.Module):
     6,804,224 without; no bias in DigitCaps (the paper's equations have none).
 
     Table 1 varies `routing_iterations` (1 or 3) and `reconstruction`, so they have no default here.
-    The other arguments default to the paper's model; the official code's variants
+    The other arguments default to the paper's model: `routing` is the procedure that routes û to the
+    digit capsules (Procedure 1; another with its signature, capslib/core/routing.py); `in_channels` the
+    channels of an input image (1 for every MNIST-like set). The official code's variants
     (capslib/core/config.py COMPONENTS gives their sources):
       digit_bias=True          a learned [10, 16] bias in DigitCaps, initialised to 0.1 (+160 parameters)
       primary_capsules="slim"  conv_slim_capsule: the convolution has no bias of its own; its output is
@@ -226,20 +218,22 @@ class CapsNet(nn.Module):
     PrimaryCaps grid, hence more primary capsules and W_ij, and a larger decoder output.
     """
 
-    def __init__(self, *, routing_iterations: int, reconstruction: bool, detach_routing: bool = False,
-                 digit_bias: bool = False, primary_capsules: str = "conv", init: str = "default",
-                 margin_weight: float = 1.0, image_size: int = IMAGE_SIZE, num_targets: int = 1):
+    def __init__(self, *, routing_iterations: int, reconstruction: bool, routing=dynamic_routing,
+                 detach_routing: bool = False, digit_bias: bool = False, primary_capsules: str = "conv",
+                 init: str = "default", margin_weight: float = 1.0, image_size: int = IMAGE_SIZE,
+                 in_channels: int = 1, num_targets: int = 1):
         super().__init__()
         if routing_iterations < 1:
             raise ValueError(f"routing_iterations must be at least 1, got {routing_iterations}")
         if primary_capsules not in PRIMARY_CAPSULE_KINDS or init not in INITS:
             raise ValueError(f"unknown primary_capsules {primary_capsules!r} or init {init!r}")
         self.routing_iterations = routing_iterations
+        self.routing = routing  # a function, not a module: no parameters, so checkpoints never name it
         self.detach_routing = detach_routing
         self.margin_weight = margin_weight
         self.num_primary = PRIMARY_TYPES * primary_grid(image_size) ** 2
         self.num_targets = num_targets  # digits per image: the prediction is the num_targets longest capsules
-        self.conv1 = nn.Conv2d(1, CONV1_CHANNELS, kernel_size=KERNEL)
+        self.conv1 = nn.Conv2d(in_channels, CONV1_CHANNELS, kernel_size=KERNEL)
         slim = primary_capsules == "slim"
         self.primary_caps = nn.Conv2d(CONV1_CHANNELS, PRIMARY_TYPES * PRIMARY_DIM, kernel_size=KERNEL, stride=2,
                                       bias=not slim)
@@ -248,7 +242,7 @@ class CapsNet(nn.Module):
         # One 8×16 matrix W_ij for each (primary capsule i, digit capsule j) pair, stored as 16×8.
         self.W = nn.Parameter(0.01 * torch.randn(self.num_primary, NUM_CLASSES, DIGIT_DIM, PRIMARY_DIM))
         self.digit_bias = nn.Parameter(torch.full((NUM_CLASSES, DIGIT_DIM), 0.1)) if digit_bias else None
-        self.decoder = Decoder(pixels=image_size * image_size) if reconstruction else None
+        self.decoder = Decoder(pixels=in_channels * image_size * image_size) if reconstruction else None
         if init == "official":
             self._official_init()
 
@@ -263,7 +257,7 @@ class CapsNet(nn.Module):
         nn.init.trunc_normal_(self.W, std=0.1, a=-0.2, b=0.2)
 
     def primary_capsules(self, images: torch.Tensor) -> torch.Tensor:
-        """B×1×28×28 images → B×1152×8 squashed primary capsules u_i.
+        """B×C×28×28 images → B×1152×8 squashed primary capsules u_i.
 
         A capsule is the 8 channels 8t..8t+7 of type t at one grid position; capsules are numbered
         by (row, column, type). On channels_last tensors this grouping is a free view."""
@@ -274,19 +268,19 @@ class CapsNet(nn.Module):
         return squash(u.reshape(len(images), self.num_primary, PRIMARY_DIM))
 
     def prediction_vectors(self, images: torch.Tensor) -> torch.Tensor:
-        """B×1×28×28 images → B×1152×10×16 predictions û_{j|i} = W_ij u_i (Eq. 2)."""
+        """B×C×28×28 images → B×1152×10×16 predictions û_{j|i} = W_ij u_i (Eq. 2)."""
         return prediction_vectors(self.primary_capsules(images), self.W)
 
     def digit_capsules(self, images: torch.Tensor, iterations: int | None = None) -> torch.Tensor:
-        """B×1×28×28 images → B×10×16 digit capsules v_j, routed `iterations` times (default: the
+        """B×C×28×28 images → B×10×16 digit capsules v_j, routed `iterations` times (default: the
         model's own)."""
-        return dynamic_routing(self.prediction_vectors(images), iterations or self.routing_iterations,
-                               self.detach_routing, self.digit_bias)
+        return self.routing(self.prediction_vectors(images), iterations or self.routing_iterations,
+                            detach_early=self.detach_routing, bias=self.digit_bias)
 
     def couplings(self, images: torch.Tensor, iterations: int | None = None) -> torch.Tensor:
         """The coupling coefficients c_ij of every routing iteration: iterations×B×1152×10."""
-        _, couplings = dynamic_routing(self.prediction_vectors(images), iterations or self.routing_iterations,
-                                       bias=self.digit_bias, return_couplings=True)
+        _, couplings = self.routing(self.prediction_vectors(images), iterations or self.routing_iterations,
+                                    bias=self.digit_bias, return_couplings=True)
         return couplings
 
     def decode(self, capsules: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -298,15 +292,17 @@ class CapsNet(nn.Module):
             return self.decoder(capsules, classes)
         return torch.stack([self.decoder(capsules, c) for c in classes.unbind(dim=1)], dim=1)
 
-    def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> ModelOutput:
+    def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None,
+                reconstruction_targets: torch.Tensor | None = None) -> ModelOutput:
         """Scores are the capsule lengths. The decoder sees the true class's capsule in training
-        (targets given) and the predicted class's otherwise, as in the paper.
+        (targets given) and the predicted class's otherwise, as in the paper, and is scored against
+        `reconstruction_targets`, by default the input images themselves.
 
-        MultiMNIST (3-channel images, see `split_input`; B×2 targets): T_k = 1 for both present classes
-        in the margin loss, and each digit is reconstructed from its own class capsule against its own
-        shifted image: 0.0005 × (SSE₁ + SSE₂), as the official capsule_model.py `_remake` adds one
-        0.0005·SSE per target."""
-        images, digits = split_input(images)
+        MultiMNIST (B×2 targets; reconstruction_targets B×2×1×36×36, each digit alone, shifted as in the
+        merged image, like the official record's image_raw_1 and image_raw_2): T_k = 1 for both present
+        classes in the margin loss, and each digit is reconstructed from its own class capsule against its
+        own image: 0.0005 × (SSE₁ + SSE₂), as the official capsule_model.py `_remake` adds one 0.0005·SSE
+        per target."""
         capsules = self.digit_capsules(images)
         lengths = capsules.norm(dim=-1)
         reconstruction = None
@@ -318,7 +314,7 @@ class CapsNet(nn.Module):
         margin = margin_loss(lengths, targets)
         if reconstruction is None:
             return ModelOutput(lengths, self.margin_weight * margin, margin, capsules=capsules)
-        recon = reconstruction_loss(reconstruction, images if digits is None else digits)
+        recon = reconstruction_loss(reconstruction, images if reconstruction_targets is None else reconstruction_targets)
         loss = self.margin_weight * margin + RECONSTRUCTION_WEIGHT * recon
         return ModelOutput(lengths, loss, margin, recon, capsules, reconstruction)
 
@@ -332,10 +328,10 @@ class BaselineCNN(nn.Module):
     padding, no pooling), fully connected layers of 328 and 192, dropout, then a 10-way softmax
     with cross-entropy. 35,445,522 parameters, the paper's 35.4M."""
 
-    def __init__(self, dropout: float = 0.5):
+    def __init__(self, dropout: float = 0.5, in_channels: int = 1):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 256, 5, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, 256, 5, padding=2), nn.ReLU(inplace=True),
             nn.Conv2d(256, 256, 5, padding=2), nn.ReLU(inplace=True),
             nn.Conv2d(256, 128, 5, padding=2), nn.ReLU(inplace=True),
         )
@@ -347,8 +343,9 @@ class BaselineCNN(nn.Module):
             nn.Linear(192, NUM_CLASSES),
         )
 
-    def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> ModelOutput:
-        logits = self.classifier(self.features(images)).float()
+    def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None,
+                reconstruction_targets: torch.Tensor | None = None) -> ModelOutput:
+        logits = self.classifier(self.features(images)).float()  # no decoder: reconstruction_targets unused
         loss = F.cross_entropy(logits, targets) if targets is not None else None
         return ModelOutput(logits, loss)
 
@@ -369,10 +366,10 @@ class PooledCNN(nn.Module):
     With B×k targets the loss is the sigmoid cross-entropy against T_k = 1 for each present class
     (the official layers.py `evaluate` divides the multi-hot labels by 2; the paper does not say)."""
 
-    def __init__(self, image_size: int, dropout: float = 0.0):
+    def __init__(self, image_size: int, dropout: float = 0.0, in_channels: int = 1):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 512, 9, padding=4), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2, ceil_mode=True),
+            nn.Conv2d(in_channels, 512, 9, padding=4), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2, ceil_mode=True),
             nn.Conv2d(512, 256, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2, ceil_mode=True),
         )
         side = math.ceil(math.ceil(image_size / 2) / 2)
@@ -383,8 +380,8 @@ class PooledCNN(nn.Module):
             nn.Linear(1024, NUM_CLASSES),
         )
 
-    def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> ModelOutput:
-        images, _ = split_input(images)
+    def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None,
+                reconstruction_targets: torch.Tensor | None = None) -> ModelOutput:
         logits = self.classifier(self.features(images)).float()
         if targets is None:
             return ModelOutput(logits)
@@ -398,17 +395,18 @@ MODELS = ("capsnet", "baseline")
 
 
 def build_model(model: str, *, routing_iterations: int | None = None, reconstruction: bool | None = None,
-                image_size: int = IMAGE_SIZE, num_targets: int = 1, **capsnet_options) -> nn.Module:
+                image_size: int = IMAGE_SIZE, in_channels: int = 1, num_targets: int = 1,
+                **capsnet_options) -> nn.Module:
     """The CapsNet (routing_iterations and reconstruction needed), or the baseline for the input: Table 1's
     CNN on 28×28, the pooled CNN of the paper's other experiments on larger inputs (dropout 0.5 with one
     target, none on MultiMNIST, as described)."""
     if model == "capsnet":
         return CapsNet(routing_iterations=routing_iterations, reconstruction=reconstruction, image_size=image_size,
-                       num_targets=num_targets, **capsnet_options)
+                       in_channels=in_channels, num_targets=num_targets, **capsnet_options)
     if model == "baseline":
         if image_size == IMAGE_SIZE:
-            return BaselineCNN()
-        return PooledCNN(image_size, dropout=0.0 if num_targets > 1 else 0.5)
+            return BaselineCNN(in_channels=in_channels)
+        return PooledCNN(image_size, dropout=0.0 if num_targets > 1 else 0.5, in_channels=in_channels)
     raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
 
 

@@ -23,15 +23,15 @@ from .data import load_dataset, to_tensors
 from .datasets import dataset_info
 from .errors import CapslibError, RunFolderError, TrainingDiverged
 from .evaluate import evaluate_set
-from .generated import epoch_examples, example_shape, scored_sets
+from .generated import epoch_examples, scored_sets
 from .gpus import claim_device
 from .layout import BEST, LAST, METRICS, RUN_INFO, placed
 from .model import count_parameters
 from .provenance import provenance
 from .runs import (Run, check_logs_belong_to, finish_run, metrics_match, misses_rows, open_run_folder, read_misses,
                    read_run, selection, write_metrics, write_misses, write_run_info)
-from .speed import (configure_backends, make_optimizer, make_train_step, prepare_images, prepare_model,
-                    resolve_speed, set_lr)
+from .speed import configure_backends, make_optimizer, prepare_images, prepare_model, resolve_speed, set_lr
+from .step import STATISTICS, make_train_step, named_statistics
 
 # last.pt is rewritten at the first evaluation, then at most once a minute and after the last epoch:
 # a checkpoint is ~100 MB (weights and Adam's moments), and a killed run loses at most a minute.
@@ -98,6 +98,8 @@ def _check_restart_over(best: Path, config: TrainConfig, log) -> None:
 
 def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadline: float | None,
            stop: Callable[[], bool] | None) -> Run:
+    """The loop, read top to bottom: set up (or restore) the run, then per epoch train, evaluate when an
+    evaluation is due, let the record checkpoint what it holds, and ask whether to stop early."""
     ckpt_dir, log_dir = Path(config.ckpt_dir), config.log_dir
     data = load_dataset(config.dataset, config.data_root, config.verify_checksums,
                         config.train_subset, config.test_subset, config.validation_size)
@@ -131,18 +133,18 @@ def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadlin
     with _status_kept_true(log_dir, info):
         train_x, train_y = to_tensors(data.train_images, data.train_labels, device)
         scored = scored_sets(config, data, device)  # generated on the device for multimnist and mnist-expanded
-        shape = example_shape(config)
-        step = make_train_step(model, optimizer, path, device, config.batch_size, shape,
-                               dataset_info(config.dataset).targets)
+        dataset = dataset_info(config.dataset)
+        step = make_train_step(model, optimizer, path, device, config.batch_size, dataset.image_shape,
+                               dataset.targets, dataset.reconstruction_shape)
         info["setup_seconds"] = round(time.perf_counter() - started, 2)
         log(f"{config.model} ({config.variant()}) on {config.dataset} ({len(train_x)} train / "
             f"{len(scored['validation']) if 'validation' in scored else 0} validation / {len(scored['test'])} test examples), "
             f"{info['parameters']:,} parameters, {info['sessions'][-1]['device']}, speed path {path.name}")
 
         wall_before = history[-1]["wall_seconds"] if history else 0.0
-        saved_at, saved_epoch = None, start_epoch
-        # misses.csv.gz: the last evaluation's misses and the selected one's, which a resumed run reads back
-        last_misses, selected_misses = None, _selected_misses(log_dir, history, config) if saved else None
+        record = _Record(config, model, optimizer, info, history, start_epoch,
+                         _selected_misses(log_dir, history, config) if saved else None)
+        stopping = _Stopping(stop, deadline)
         writer = SummaryWriter(log_dir=str(log_dir), purge_step=start_epoch + 1)
         try:
             for epoch in range(start_epoch, config.epochs):
@@ -154,44 +156,88 @@ def _train(config: TrainConfig, saved: dict | None, progress: bool, log, deadlin
                     # whose loss is not finite is left to the next evaluation, which reports the divergence
                     # and keeps the last good checkpoint. (wall_seconds, kept with the evaluations, leaves out
                     # the time of the epochs after the last one.)
-                    if not (stop is not None and stop() and math.isfinite(row["train_loss"])):
+                    if stopping.reason(evaluated=False) is None or not math.isfinite(row["train_loss"]):
                         continue
-                    ckpt.save_checkpoint(ckpt_dir / LAST, model, optimizer, done, config, history, info["sessions"])
-                    write_metrics(log_dir, history)
+                    record.save(done)
                     log(f"asked to stop after epoch {done}: checkpoint saved; resume to continue")
                     return finish_run(log_dir, info, history, "stopped")
                 scores, misses = _evaluate(model, scored, config, path)
                 row.update(scores)
                 row["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
-                if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):
-                    write_run_info(log_dir, {**info, "status": "diverged"})
-                    kept = f"the last good checkpoint ({ckpt_dir / LAST}, epoch {saved_epoch}) is kept" \
-                        if (ckpt_dir / LAST).is_file() else "no checkpoint had been written yet"
-                    raise TrainingDiverged(f"epoch {done}: loss is {row['train_loss']} (train) / {row['test_loss']} "
-                                           f"(test); training stopped, {kept}")
-                history.append(row)
-                last_misses = misses_rows("last", done, misses)
-                if _is_best(history):
-                    ckpt.save_checkpoint(ckpt_dir / BEST, model, None, done, config, history, info["sessions"])
-                    if config.validation_size:
-                        selected_misses = misses_rows("selected", done, misses)
-                asked = stop is not None and stop()
-                out_of_time = deadline is not None and time.time() >= deadline
-                if saved_at is None or time.monotonic() - saved_at >= CHECKPOINT_SECONDS or done == config.epochs \
-                        or out_of_time or asked:
-                    ckpt.save_checkpoint(ckpt_dir / LAST, model, optimizer, done, config, history, info["sessions"])
-                    write_metrics(log_dir, history)  # the CSV never runs ahead of the checkpoint
-                    write_misses(log_dir, [m for m in (last_misses, selected_misses) if m is not None])
-                    saved_at, saved_epoch = time.monotonic(), done
+                record.add_evaluation(row, misses)  # raises TrainingDiverged on a loss that is not finite
+                why = stopping.reason(evaluated=True)
+                if record.due(done) or why is not None:
+                    record.save(done)
                 _log_scalars(writer, row)
                 log(_epoch_line(row, config.epochs))
-                if (out_of_time or asked) and done < config.epochs:
-                    why = "asked to stop" if asked else "time limit reached"
+                if why is not None and done < config.epochs:
                     log(f"{why} after epoch {done}: checkpoint saved; resume to continue")
                     return finish_run(log_dir, info, history, "stopped")
         finally:
             writer.close()
         return finish_run(log_dir, info, history, "complete")
+
+
+class _Stopping:
+    """What decides that a run stops before its last epoch: the caller's `stop`, asked once an epoch, and
+    the deadline, looked at after an evaluation only (a run stops at the first evaluation after it)."""
+
+    def __init__(self, stop: Callable[[], bool] | None, deadline: float | None):
+        self.stop, self.deadline = stop, deadline
+
+    def reason(self, evaluated: bool) -> str | None:
+        """Why the run stops after this epoch ('asked to stop', 'time limit reached'), or None."""
+        if self.stop is not None and self.stop():
+            return "asked to stop"
+        if evaluated and self.deadline is not None and time.time() >= self.deadline:
+            return "time limit reached"
+        return None
+
+
+class _Record:
+    """A training run's record and the files that hold it: the history of evaluations (one metrics row
+    each), best.pt (the selected evaluation's weights), and, when saved, last.pt (everything resuming
+    needs), metrics.csv and misses.csv.gz (the last evaluation's misses and the selected one's), in that
+    order: the CSV never runs ahead of the checkpoint."""
+
+    def __init__(self, config: TrainConfig, model, optimizer, info: dict, history: list[dict], start_epoch: int,
+                 selected_misses: pd.DataFrame | None):
+        self.config, self.model, self.optimizer, self.info, self.history = config, model, optimizer, info, history
+        self.ckpt_dir, self.log_dir = Path(config.ckpt_dir), config.log_dir
+        self.last_misses, self.selected_misses = None, selected_misses
+        self.saved_at, self.saved_epoch = None, start_epoch  # time.monotonic() of the last save, its epoch
+
+    def add_evaluation(self, row: dict, misses: dict) -> None:
+        """Append an evaluation's row; write best.pt if it is the one to select. A loss that is not finite
+        ends the run instead (run.json: diverged), keeping the last good checkpoint."""
+        if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):
+            write_run_info(self.log_dir, {**self.info, "status": "diverged"})
+            kept = f"the last good checkpoint ({self.ckpt_dir / LAST}, epoch {self.saved_epoch}) is kept" \
+                if (self.ckpt_dir / LAST).is_file() else "no checkpoint had been written yet"
+            raise TrainingDiverged(f"epoch {row['epoch']}: loss is {row['train_loss']} (train) / {row['test_loss']} "
+                                   f"(test); training stopped, {kept}")
+        self.history.append(row)
+        done = row["epoch"]
+        self.last_misses = misses_rows("last", done, misses)
+        if _is_best(self.history):
+            ckpt.save_checkpoint(self.ckpt_dir / BEST, self.model, None, done, self.config, self.history,
+                                 self.info["sessions"])
+            if self.config.validation_size:
+                self.selected_misses = misses_rows("selected", done, misses)
+
+    def due(self, done: int) -> bool:
+        """Whether last.pt is due after epoch `done`: at the first evaluation, then once CHECKPOINT_SECONDS
+        have passed, and after the last epoch."""
+        return (self.saved_at is None or time.monotonic() - self.saved_at >= CHECKPOINT_SECONDS
+                or done == self.config.epochs)
+
+    def save(self, done: int) -> None:
+        """last.pt after epoch `done`, then the logs of the evaluations it holds."""
+        ckpt.save_checkpoint(self.ckpt_dir / LAST, self.model, self.optimizer, done, self.config, self.history,
+                             self.info["sessions"])
+        write_metrics(self.log_dir, self.history)
+        write_misses(self.log_dir, [m for m in (self.last_misses, self.selected_misses) if m is not None])
+        self.saved_at, self.saved_epoch = time.monotonic(), done
 
 
 @contextlib.contextmanager
@@ -215,28 +261,29 @@ def _status_kept_true(log_dir: Path, info: dict):
 
 
 def _train_epoch(step, optimizer, config, path, epoch, train_x, train_y, progress) -> dict:
-    images, labels = epoch_examples(config, train_x, train_y, epoch)
-    images = prepare_images(images, path)
+    examples = epoch_examples(config, train_x, train_y, epoch)
+    images, recon = prepare_images(examples.images, path), examples.reconstruction_targets
     steps, batch = len(images) // config.batch_size, config.batch_size  # the ragged last batch is dropped
     first_step = epoch * steps
     per_step = config.lr_decay_steps is not None
     lr = learning_rate(config, epoch, first_step)
     set_lr(optimizer, lr)
-    totals = torch.zeros(4, device=images.device)
+    totals = torch.zeros(len(STATISTICS), device=images.device)
     tic = time.perf_counter()
     for i in tqdm(range(steps), desc=f"epoch {epoch + 1}", leave=False, mininterval=1.0, disable=not progress):
         if per_step and i:
             set_lr(optimizer, learning_rate(config, epoch, first_step + i))
-        totals += step(images[i * batch:(i + 1) * batch], labels[i * batch:(i + 1) * batch])
-    loss, margin, recon, correct = totals.tolist()  # the epoch's only host sync
+        part = slice(i * batch, (i + 1) * batch)
+        totals += step(images[part], examples.labels[part], None if recon is None else recon[part])
+    sums = named_statistics(totals)  # the epoch's only host sync
     seconds = time.perf_counter() - tic
     has_recon = config.model == "capsnet" and config.reconstruction
     return {
         "epoch": epoch + 1, "step": first_step + steps, "lr": lr,
-        "train_loss": loss / steps,
-        "train_margin_loss": margin / steps if config.model == "capsnet" else None,
-        "train_reconstruction_loss": recon / steps if has_recon else None,
-        "train_accuracy": correct / (steps * batch),
+        "train_loss": sums["loss"] / steps,
+        "train_margin_loss": sums["margin_loss"] / steps if config.model == "capsnet" else None,
+        "train_reconstruction_loss": sums["reconstruction_loss"] / steps if has_recon else None,
+        "train_accuracy": sums["correct"] / (steps * batch),
         "epoch_seconds": round(seconds, 3), "train_images_per_second": round(steps * batch / seconds, 1),
     }
 

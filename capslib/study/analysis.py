@@ -46,7 +46,8 @@ class TrainedRun:
 
     @property
     def name(self) -> str:
-        return run_name(self.config)
+        """The run's name: its folder's, where it was trained (placed by core/layout.py)."""
+        return Path(self.config.log_dir).name if self.config.ckpt_dir or self.config.logs_dir else run_name(self.config)
 
     @property
     def label(self) -> str:
@@ -96,7 +97,7 @@ def load_trained(ckpt_path: Path | str, data_root: Path | str | None = None, dev
     device = resolve_device(device)
     model, config, checkpoint = load_model(ckpt_path, device)
     info = dataset_info(config.dataset)
-    if info.source is not None:
+    if info.generator is not None:
         raise CapslibError(f"{ckpt_path}: a {config.dataset} run: notebooks 08_multimnist and 09_affine draw its "
                            "figures, and capslib evaluate scores it")
     images, labels = to_tensors(*run_test_images(config, data_root, test_subset, verify), device)
@@ -265,7 +266,7 @@ def multimnist_figure_of(ckpt_path: Path | str, device: str = "auto", scanned: i
     if config.dataset != "multimnist" or getattr(model, "decoder", None) is None:
         raise CapslibError(f"{ckpt_path}: not a MultiMNIST CapsNet with a decoder ({config.dataset}, {config.model})")
     images, labels = to_tensors(*run_test_images(config, verify=config.verify_checksums), device)
-    x, y = materialise(split_sets(config, "test", images, labels)["test"], scanned)
+    x, y, _ = materialise(split_sets(config, "test", images, labels)["test"], scanned)
     outputs = [model(x[i:i + 500]) for i in range(0, len(x), 500)]
     capsules = torch.cat([o.capsules for o in outputs])
     scores = capsules.norm(dim=-1)

@@ -29,8 +29,8 @@ from ..core.model import build_model
 from ..core.provenance import REPO, provenance
 from ..core.files import atomic_write_text
 from .tables import markdown_table
-from ..core.speed import (SPEED_PATHS, configure_backends, cpu_report, make_optimizer, make_train_step, prepare_images,
-                          prepare_model)
+from ..core.speed import SPEED_PATHS, configure_backends, cpu_report, make_optimizer, prepare_images, prepare_model
+from ..core.step import make_train_step
 
 
 @dataclass

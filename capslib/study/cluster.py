@@ -65,7 +65,7 @@ class SlurmSettings:
         """Raise CapslibError naming the first setting (as its flag) that is not acceptable."""
         for f in dataclasses.fields(self):
             if f.name != "sbatch":
-                problem = check(f, getattr(self, f.name))
+                problem = check(f, getattr(self, f.name), SlurmSettings)
                 if problem:
                     raise CapslibError(f"{flag(f.name)} must be {problem}, got {getattr(self, f.name)!r}")
         for line in self.sbatch:
@@ -141,7 +141,7 @@ def read_settings_file(path: Path | str) -> dict:
                     raise CapslibError(f"{path}: sbatch {line!r}: {problem}")
             values[key] = tuple(value)
         else:
-            problem = check(fields[key], value)
+            problem = check(fields[key], value, SlurmSettings)
             if problem:
                 raise CapslibError(f"{path}: {key} must be {problem}, got {value!r}")
     return values

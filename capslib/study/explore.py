@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from ..core.errors import CapslibError
-from ..core.model import DIGIT_DIM, IMAGE_SIZE, M_NEG, M_POS, dynamic_routing
+from ..core.model import DIGIT_DIM, IMAGE_SIZE, M_NEG, M_POS
 from ..core.predict import mnist_like, read_grey
 from . import figures
 from .analysis import PERTURBATION_DELTAS, TrainedRun, perturb_capsule, routing_summary
@@ -111,7 +111,7 @@ class Explorer:
         if iterations not in self.routing_choices:
             raise CapslibError(f"routing iterations must be one of {self.routing_choices}, got {iterations}")
         votes = self.model.prediction_vectors(image) if votes is None else votes
-        capsules, couplings = dynamic_routing(votes, iterations, bias=self.model.digit_bias, return_couplings=True)
+        capsules, couplings = self.model.routing(votes, iterations, bias=self.model.digit_bias, return_couplings=True)
         return View(image, source, label, iterations, capsules[0], couplings[:, 0], votes)
 
     def next_misclassified(self, after: int) -> int | None:

@@ -9,19 +9,18 @@ a second clone, the notebooks write into that clone.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
 from ..core.config import TrainConfig
 from ..core.errors import RunFolderError
-from ..core.layout import LAST, placed, run_name
+from ..core.layout import LAST, run_name
 from ..core.runs import Run, find_runs
 from ..core.speed import resolve_device
 from ..core.train import train
 from .analysis import TrainedRun, load_trained
 from .profiles import describe, resolve_profile, sized
-from .studies import study_runs
+from .studies import place, protocol, study_runs
 from .sweep import finished_run
 
 
@@ -78,7 +77,7 @@ def run_config(profile: str = "auto", study: str = "table1", runs_dir: str | Pat
     given = {name: value for name, value in options.items() if value is not None}
     config = TrainConfig.from_recipe(given.pop("recipe", "paper"), **given)
     name, why = _profile(profile, config.device)
-    config = placed(sized(config, name, keep=tuple(given)).validate(), study, runs_dir, results_dir)
+    config = place(sized(config, name, keep=tuple(given)).validate(), study, runs_dir, results_dir)
     overridden = [f"{k} = {v}" for k, v in given.items() if k in ("epochs", "batch_size", "train_subset", "test_subset")]
     message = (f"**{Path(config.log_dir).name}**, profile **{name}**{why}"
                f"{', with ' + ', '.join(overridden) if overridden else ''}: {describe(config)}, on "
@@ -158,8 +157,8 @@ def _laptop_run(study: str, **fields) -> Run | None:
 def laptop_command(study: str, recipe: str = "paper", **fields) -> str:
     """The one command that trains the configuration `fields` with the laptop profile, where the
     notebooks find it (`make laptop` is this for Table 1's MNIST CapsNet, routing 3 + reconstruction)."""
-    config = TrainConfig.from_recipe(recipe, **fields)
-    return (f"capslib sweep {study} --profile laptop --only {run_name(config)} --seeds {config.seed} "
+    config = sized(TrainConfig.from_recipe(recipe, **fields), "laptop")
+    return (f"capslib sweep {study} --profile laptop --only {run_name(config, protocol(study))} --seeds {config.seed} "
             f"--runs-dir {LAPTOP_RUNS} --results-dir {LAPTOP_RESULTS}")
 
 
@@ -188,5 +187,6 @@ def logged_runs(logs_root: str | Path, name: str, **fields) -> list[Run]:
 
 
 def checkpoint_of(run: Run, runs_dir: str | Path, study: str) -> Path:
-    """Where the checkpoints of a logged run of `study` are, under runs_dir (core/layout.py)."""
-    return Path(placed(dataclasses.replace(run.config, ckpt_dir=None, logs_dir=None), study, runs_dir).ckpt_dir)
+    """Where the checkpoints of a logged run of `study` are, under runs_dir: beside its logs' folder
+    name, as core/layout.py places both."""
+    return Path(runs_dir) / study / run.folder.name

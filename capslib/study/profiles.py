@@ -70,7 +70,7 @@ def resolve_profile(name: str, cuda: bool) -> str:
 
 def profile_for(name: str, dataset: str) -> Profile:
     """The sizes of profile `name` (not auto) for a run on `dataset`."""
-    generated = dataset_info(dataset).source is not None
+    generated = dataset_info(dataset).generator is not None
     return GENERATED_PROFILES.get(name, PROFILES[name]) if generated else PROFILES[name]
 
 

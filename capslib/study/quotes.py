@@ -8,6 +8,7 @@ function here, next to the table it reads. Each function names the table it read
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -15,7 +16,11 @@ from functools import lru_cache
 
 import pandas as pd
 
+from ..core.config import TrainConfig
+from ..core.layout import run_name
 from ..core.provenance import REPO
+from .profiles import sized
+from .studies import protocol
 from . import paper
 from .summaries import difference_interval
 from .tables import NONE, difference_text, mean_std, signed
@@ -366,11 +371,16 @@ def speed_table() -> str:
     return "\n".join(lines)
 
 
+HEADLINE = TrainConfig()  # MNIST, routing 3 + reconstruction, the paper recipe, seed 1: the study's headline run
+# trained with --logs-dir results/speed/fp32_reference_<its run name>, strict fp32 (docs/speed.md)
+FP32_REFERENCE = REPO / "results" / "speed" / f"fp32_reference_{run_name(HEADLINE)}"
+
+
 def agreement(epochs: int = 20) -> str:
     """How the strict fp32 reference run (results/speed/) and table1's graph-path run of the same seed
     compare over their first `epochs` epochs (their metrics.csv)."""
-    reference = pd.read_csv(REPO / "results" / "speed" / "fp32_reference_mnist_routing3_recon_seed1" / "metrics.csv")
-    graph = pd.read_csv(REPO / "results" / "table1" / "mnist_routing3_recon_seed1" / "metrics.csv")
+    reference = pd.read_csv(FP32_REFERENCE / "metrics.csv")
+    graph = pd.read_csv(REPO / "results" / "table1" / run_name(HEADLINE) / "metrics.csv")
     both = reference.merge(graph, on="epoch", suffixes=("_fp32", "_graph"))
     both = both[both.epoch <= epochs]
     last = both.iloc[-1]
@@ -466,7 +476,7 @@ def cpu_forward_agreement() -> str:
 # ---------------------------------------------------------------------------------------------
 # the laptop profile's run (make laptop)
 
-LAPTOP_RUN = REPO / "results" / "laptop" / "table1" / "mnist_routing3_recon_seed1"
+LAPTOP_RUN = REPO / "results" / "laptop" / "table1" / run_name(sized(HEADLINE, "laptop"), protocol("table1"))
 
 
 def laptop() -> dict:
@@ -499,8 +509,11 @@ def laptop_compile_seconds() -> str:
     return f"{seconds.iloc[0] - seconds.iloc[1]:.0f}"
 
 
-def table1_accuracy_after(epoch: int, configuration: str = "mnist_routing3_recon") -> str:
-    """'98.91–99.21%': the test accuracy of table1's seeds of a configuration after `epoch` epochs (metrics.csv)."""
+def table1_accuracy_after(epoch: int, configuration: TrainConfig = HEADLINE) -> str:
+    """'98.91–99.21%': the test accuracy of table1's seeds of a configuration (any seed's config) after `epoch`
+    epochs (metrics.csv)."""
+    folders = [REPO / "results" / "table1" / run_name(dataclasses.replace(configuration, seed=seed), protocol("table1"))
+               for seed in (1, 2, 3)]
     accuracies = [pd.read_csv(folder / "metrics.csv").set_index("epoch").test_accuracy[epoch] * 100
-                  for folder in sorted((REPO / "results" / "table1").glob(f"{configuration}_seed*"))]
+                  for folder in folders]
     return f"{min(accuracies):.2f}–{max(accuracies):.2f}%"

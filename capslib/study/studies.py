@@ -4,21 +4,24 @@ names each as a step, and the notebooks read their logs back from results/<study
 
 A study declares its runs at the study's own size; a profile (profiles.py) sizes them for a CPU or
 the tests. A run's checkpoints go to <runs dir>/<study>/<run>, its logs to <results dir>/<study>/<run>
-(core/layout.py).
+(core/layout.py), named within the study's protocol: what all its runs share at the study's size (the
+validated runs' 10,000-image split, the official runs' length) goes without saying in each name; anything
+else that differs from the recipe, a profile's sizes and given flags included, gets the name's digest.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..core.config import COMPONENTS, RECIPES, TrainConfig
+from ..core.config import COMPONENTS, RECIPES, Layer, TrainConfig, resume_conflicts
 from ..core.errors import CapslibError
 from ..core.layout import placed
-from .profiles import sized
+from .profiles import profile_for, sized
 
 OFFICIAL_SPLIT = 10_000      # mnist_shift.py MNIST_RANGE: valid_test is the first 10,000 training images
 OFFICIAL_STEPS = 300_000     # the official README's --max_steps=300000
@@ -165,18 +168,71 @@ STUDIES = {study.name: study for study in [
 # The studies that 06_summary sets beside Table 1 (their rows differ by recipe and validation split). The
 # precision runs are not among them: they differ only in arithmetic, and 07_ablation compares them.
 TABLE1_STUDIES = ("table1", "validated", "official", "official-60k", "table1-official")
+# The notebooks that read the studies' runs, each with the studies it reads: its step's prerequisites in the
+# Makefile (tests/test_recipes.py holds the Makefile to this; on the full profile, where sweeps train them).
+READERS = {
+    "03_reconstruct": ("table1",), "04_perturb": ("table1",), "05_fashion": ("table1",),
+    "06_summary": TABLE1_STUDIES,
+    "07_ablation": ("official", "official-60k", "ablation", "precision", "validated"),
+    "08_multimnist": ("multimnist",), "09_affine": ("affine",),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _protocol(name: str) -> tuple:
+    configs = STUDIES[name].configs([1])  # the seed is named in every run's name: one seed shows the rest
+    return tuple((k, v) for k, v in configs[0].to_dict().items() if all(getattr(c, k) == v for c in configs))
+
+
+def protocol(study: str) -> dict:
+    """The values that every run of `study` shares at the study's own size: its folder says them, so
+    its runs' names need not (core/layout.run_name). Empty for a folder that is no declared study."""
+    return dict(_protocol(study)) if study in STUDIES else {}
+
+
+def place(config: TrainConfig, study: str, runs_dir: Path | str, results_dir: Path | str | None = None
+          ) -> TrainConfig:
+    """`config` placed in `study`'s folders under runs_dir and results_dir, named within its protocol:
+    where a sweep of the study puts the run, and a notebook too."""
+    return placed(config, study, runs_dir, results_dir, protocol(study))
 
 
 def study_runs(studies: str, seeds, runs_dir: Path | str, results_dir: Path | str, profile: str = "full",
                **given) -> list[TrainConfig]:
     """The configs of one or more studies ('official,ablation': in that order), sized by `profile`
     (not auto), with the fields in `given` set as given, each placed in its folders: checkpoints in
-    runs_dir/<study>/<run>, logs in results_dir/<study>/<run>."""
-    configs = []
+    runs_dir/<study>/<run>, logs in results_dir/<study>/<run>. Two runs placed in one folder (a study
+    that declares one run twice, or two that differ only in what the name leaves out) are refused."""
+    return [layers[-1][1] for _, layers in study_layers(studies, seeds, runs_dir, results_dir, profile, **given)]
+
+
+def study_layers(studies: str, seeds, runs_dir: Path | str, results_dir: Path | str, profile: str = "full",
+                 **given) -> list[tuple[str, list[Layer]]]:
+    """study_runs, each run as its study and the layers its config went through (config.set_by says
+    which set what): the field defaults, its recipe, the study's declaration, the profile's sizes, the
+    fields given, its run folder. The last layer's config is the run's."""
+    runs, placed_in = [], {}
     for name in studies.split(","):
         if name not in STUDIES:
             raise CapslibError(f"unknown study {name!r}; choose from {', '.join(STUDIES)}")
-        for config in STUDIES[name].configs(list(seeds)):
-            config = dataclasses.replace(sized(config, profile, keep=tuple(given)), **given)
-            configs.append(placed(config, name, runs_dir, results_dir).validate())
-    return configs
+        for declared in STUDIES[name].configs(list(seeds)):
+            recipe = TrainConfig.from_recipe(declared.recipe)
+            sizes = sized(declared, profile, keep=tuple(given))
+            applied = tuple(f.name for f in dataclasses.fields(TrainConfig)  # what the profile sets, or changed
+                            if f.name in profile_for(profile, declared.dataset).sizes() and f.name not in given
+                            or getattr(sizes, f.name) != getattr(declared, f.name))
+            chosen = dataclasses.replace(sizes, **given)
+            config = place(chosen, name, runs_dir, results_dir).validate()
+            runs.append((name, [("default", TrainConfig(), ()),
+                                (f"recipe {declared.recipe}", recipe, tuple(RECIPES[declared.recipe])),
+                                (f"study {name}", declared, ()),
+                                (f"profile {profile}", sizes, applied),
+                                ("given", chosen, tuple(given)),
+                                ("run folder", config, ("ckpt_dir", "logs_dir"))]))
+            if config.log_dir in placed_in:
+                first = placed_in[config.log_dir]
+                raise CapslibError(f"study {name}: two runs placed in {config.log_dir}"
+                                   + (f" ({conflicts[0]})" if (conflicts := resume_conflicts(first, config)) else
+                                      " (the same run declared twice)"))
+            placed_in[config.log_dir] = config
+    return runs
