@@ -50,3 +50,19 @@ def test_what_the_docs_say_of_the_laptop_profile_is_what_its_committed_run_did()
     assert run["epochs"] == PROFILES["laptop"].epochs and run["device"].startswith("CPU")
     for path in (REPO / "README.md", REPO / "docs" / "running.md"):
         assert "make laptop" in path.read_text()
+
+
+def test_the_headline_tables_official_column_is_the_official_runs_of_each_row():
+    from capslib.study import quotes as q
+
+    runs = q.table("runs")
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in q.headline_table().splitlines()[2:]}
+    for configuration in q.paper.TABLE1:
+        trained = runs[(runs.dataset == "mnist") & (runs.configuration == configuration) & (runs.recipe == "official")
+                       & (runs.validation_images == 10_000)]
+        cell = rows[configuration][3]
+        if trained.empty:
+            assert cell == q.NOT_RUN
+        else:
+            selected = trained.selected_test_error
+            assert cell.startswith(f"{selected.mean():.2f} ± {selected.std(ddof=1):.2f} (final ")
