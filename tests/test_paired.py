@@ -87,3 +87,18 @@ def test_the_hard_core_is_what_every_run_of_every_configuration_misses(tmp_path)
     assert list(rows.index) == ["A", "B"]
     assert (rows.loc["A", "missed_by_every_seed"], rows.loc["A", "seeds_disagree"], rows.loc["A", "missed_by_any_seed"]) == (2, 2, 4)
     assert rows.loc["B", "seeds_disagree"] == 0
+
+
+def test_the_papers_ordering_compares_each_row_with_the_one_the_paper_puts_below_it(tmp_path):
+    runs = [logged_run(tmp_path, [1, 2], 1, routing_iterations=3, reconstruction=True),
+            logged_run(tmp_path, [1, 2, 3], 1, routing_iterations=1, reconstruction=True),
+            logged_run(tmp_path, [1], 2, routing_iterations=1, reconstruction=True)]
+    comparisons, groups = P.paper_ordering(runs, recipe="paper")
+    assert list(comparisons) == ["routing 3, reconstruction − routing 1, reconstruction",
+                                 "routing 1, reconstruction − routing 1, no reconstruction",
+                                 "routing 1, no reconstruction − routing 3, no reconstruction",
+                                 "routing 3, no reconstruction − baseline CNN"]
+    (row,) = P.paired_table(comparisons).to_dict("records")  # only the first pair has runs of one seed
+    assert row["a"] == "routing 3, reconstruction" and row["difference"] == pytest.approx(-0.01)
+    assert [len(g) for g in groups.values()] == [1, 2, 0, 0, 0]
+    assert P.paper_ordering(runs, recipe="official")[1]["routing 3, reconstruction"] == []  # another recipe's

@@ -141,3 +141,17 @@ def hard_core(groups: dict[str, list[Run]], evaluation: str = "last") -> tuple[p
     table = pd.DataFrame(rows, columns=["configuration", "runs", "missed_by_every_seed", "seeds_disagree",
                                         "missed_by_any_seed"])
     return table, [] if every is None else np.flatnonzero(every).tolist()
+
+
+def paper_ordering(runs: list[Run], recipe: str = "official", dataset: str = "mnist") -> tuple[dict, dict]:
+    """Table 1's rows in the paper's order (lowest reported error first), each compared with the row the
+    paper puts just below it: whether the paper's ordering holds under one protocol, image by image.
+    Returns the comparisons (for paired_table) and the groups (for hard_core) of `recipe`'s runs."""
+    from . import paper
+
+    order = sorted(paper.TABLE1, key=lambda configuration: paper.TABLE1[configuration][0])
+    groups = {label: [r for r in runs if r.label == label and r.config.variant() == recipe and r.config.dataset == dataset]
+              for label in order}
+    comparisons = {f"{better} − {worse}": (better, groups[better], worse, groups[worse])
+                   for better, worse in zip(order, order[1:])}
+    return comparisons, groups
