@@ -173,7 +173,7 @@ TABLE1_STUDIES = ("table1", "validated", "official", "official-60k", "table1-off
 READERS = {
     "03_reconstruct": ("table1",), "04_perturb": ("table1",), "05_fashion": ("table1",),
     "06_summary": TABLE1_STUDIES,
-    "07_ablation": ("official", "official-60k", "ablation", "precision", "validated"),
+    "07_ablation": ("official", "official-60k", "ablation", "precision", "precision-bf16", "validated"),
     "08_multimnist": ("multimnist",), "09_affine": ("affine",),
 }
 
