@@ -776,3 +776,16 @@ def test_show_gives_plain_headers_and_right_aligned_numbers():
     lines = markdown.splitlines()
     assert lines[:3] == ["| split | zero fraction | images |", "|---|---:|---:|", "| train | 0.5 | 60000 |"]
     assert lines[-1] == "a note"
+
+
+@pytest.mark.parametrize("low, high", [(9.99, 11.4), (0.3, 2.5), (0.35, 0.41)])
+def test_a_log_error_axis_labels_at_least_three_plain_numbers_within_its_range(low, high):
+    from matplotlib.figure import Figure
+
+    from capslib.study.figures import _log_ticks
+
+    ax = Figure().subplots()
+    ax.set_yscale("log")
+    _log_ticks(ax, np.array([low, high]))
+    ticks = ax.yaxis.get_major_locator()()
+    assert len(ticks) >= 3 and all(low / 1.3 <= t <= high * 1.3 for t in ticks), ticks

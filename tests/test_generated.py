@@ -195,6 +195,16 @@ def test_multimnist_batches_are_slices_of_the_whole_set(mnist_test_images, batch
         assert torch.equal(d, digits[start:start + batch_size])
 
 
+def test_multimnist_pairs_at_any_indices_are_those_pairs_of_the_set(mnist_test_images):
+    # Fig. 5 shows the first pair of each test digit (the set's first pairs all overlay the first digit)
+    test = MultiMNISTSet(*mnist_test_images, pairs=6)
+    whole, labels, digits = materialise(test)
+    picked = torch.tensor([0, 6, 12, 299, 5])
+    x, y, d = test.at(picked)
+    assert torch.equal(x, whole[picked]) and torch.equal(y, labels[picked]) and torch.equal(d, digits[picked])
+    assert torch.equal(y[:3, 0], mnist_test_images[1][:3])  # pair 6j overlays test digit j
+
+
 def test_multimnist_batch_pads_only_its_own_digits(mnist_test_images, monkeypatch):
     # Scoring 10M pairs batch by batch: padding all test images for every batch of 1,000 pairs
     # would cost more than the pairs themselves. Every padded tensor holds at most the batch's digits.

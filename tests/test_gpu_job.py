@@ -13,8 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 RUNS = [Path(c.log_dir).name for c in study_runs("multimnist", [1], "runs", "results", "tiny")]  # as --profile tiny names them
 
 
-def side_by_side(workdir: Path, seconds: int, *runs: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SWEEP_OPTIONS": "--profile tiny --device cpu",
+def side_by_side(workdir: Path, seconds: int, *runs: str, commit: str = "0123456789ab") -> subprocess.CompletedProcess:
+    env = {**os.environ, "SWEEP_OPTIONS": "--profile tiny --device cpu", "CAPSLIB_COMMIT": commit,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(["bash", str(REPO / "tools/gpu/side_by_side.sh"), str(seconds), "out", "multimnist", *runs],
                           cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
@@ -33,6 +33,7 @@ def test_runs_side_by_side_finish_whole_and_come_back_in_one_archive(tmp_path):
     assert sorted(infos) == sorted(RUNS) and {i["status"] for i in infos.values()} == {"complete"}
     # each run records the command that trained it, and has its own output
     assert all("--only " in i["sessions"][-1]["command"] for i in infos.values())
+    assert {i["sessions"][-1]["commit"] for i in infos.values()} == {"0123456789ab"}  # the tree's, not .git's
     assert all((tmp_path / "out" / f"{run}.log").read_text().strip() for run in RUNS)
 
 
@@ -42,3 +43,8 @@ def test_runs_still_training_at_the_limit_are_stopped_and_none_is_archived_as_co
     assert (tmp_path / "out" / "logs.tgz").is_file() or not (tmp_path / "results").exists()
     if (tmp_path / "out" / "logs.tgz").is_file():
         assert all(i["status"] != "complete" for i in archived_runs(tmp_path).values())
+
+
+def test_a_job_without_the_commit_of_its_tree_starts_nothing(tmp_path):
+    done = side_by_side(tmp_path, 300, RUNS[0], commit="")
+    assert done.returncode == 2 and "CAPSLIB_COMMIT" in done.stderr and not (tmp_path / "out").exists()

@@ -60,3 +60,16 @@ def test_every_committed_run_of_a_declared_study_is_finished():
         configs = studies.study_runs(study, [1, 2, 3], REPO / "runs", RESULTS)
         unfinished = [c.log_dir for c in configs if finished_run(c) is None]
         assert unfinished == [], (study, unfinished)
+
+
+def test_other_experiment_tables_are_the_logs(monkeypatch, tmp_path):
+    """MultiMNIST and affine tables, for whichever of the two has committed runs."""
+    from capslib.study import tables
+
+    monkeypatch.chdir(REPO)
+    runs = {study: notebook.logged_runs("results", study) for study in ("multimnist", "affine")}
+    written = tables.write_other_experiment_tables(runs["multimnist"], runs["affine"], tmp_path)
+    assert set(written) == {name for name in ("multimnist", "multimnist_runs", "affine", "affine_summary")
+                            if (TABLES / f"{name}.csv").exists()}
+    for name, table in written.items():
+        pd.testing.assert_frame_equal(rebuilt(table), committed(name))

@@ -177,7 +177,10 @@ class MultiMNISTSet:
         return len(self.images) * self.pairs
 
     def batch(self, start: int, stop: int) -> Examples:
-        j = torch.arange(start, min(stop, len(self)), device=self.images.device)
+        return self.at(torch.arange(start, min(stop, len(self)), device=self.images.device))
+
+    def at(self, j: torch.Tensor) -> Examples:
+        """The pairs of indices `j` (any order: each pair is a function of its index alone)."""
         base = j // self.pairs
         u = [hashed_uniform(j, self.seed, stream) for stream in range(5)]
         partner = other_class_partners(self.source_labels, base, u[0])

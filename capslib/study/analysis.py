@@ -255,8 +255,8 @@ def mean_coupling_entropy(run: TrainedRun, batch_size: int = 500) -> np.ndarray:
 
 @torch.inference_mode()
 def multimnist_figure_of(ckpt_path: Path | str, device: str = "auto", scanned: int = 1000, per_group: int = 6):
-    """The paper's Fig. 5 for a MultiMNIST CapsNet checkpoint, from the first `scanned` pairs of its test
-    set: a row of correctly classified pairs and one of misclassified pairs, each reconstructed from the
+    """The paper's Fig. 5 for a MultiMNIST CapsNet checkpoint, from one test pair of each of the first
+    `scanned` test digits: a row of correctly classified pairs and one of misclassified pairs, each reconstructed from the
     two longest capsules (R = P), then correct pairs reconstructed from one label and the longest capsule
     of a class that is not present (the paper's * columns)."""
     from .figures import multimnist_figure
@@ -266,7 +266,10 @@ def multimnist_figure_of(ckpt_path: Path | str, device: str = "auto", scanned: i
     if config.dataset != "multimnist" or getattr(model, "decoder", None) is None:
         raise CapslibError(f"{ckpt_path}: not a MultiMNIST CapsNet with a decoder ({config.dataset}, {config.model})")
     images, labels = to_tensors(*run_test_images(config, verify=config.verify_checksums), device)
-    x, y, _ = materialise(split_sets(config, "test", images, labels)["test"], scanned)
+    test_set = split_sets(config, "test", images, labels)["test"]
+    # the first pair of each of the first `scanned` test digits: the set's first pairs all overlay one digit
+    first_pairs = torch.arange(min(scanned, len(images)), device=images.device) * test_set.pairs
+    x, y, _ = test_set.at(first_pairs)
     outputs = [model(x[i:i + 500]) for i in range(0, len(x), 500)]
     capsules = torch.cat([o.capsules for o in outputs])
     scores = capsules.norm(dim=-1)

@@ -28,7 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+from matplotlib.ticker import MaxNLocator, FixedLocator, FuncFormatter, NullFormatter
 from PIL import Image
 
 from ..core.files import atomic_path
@@ -251,7 +251,9 @@ def _log_ticks(ax, values: np.ndarray) -> None:
     finite = values[np.isfinite(values) & (values > 0)]
     low, high = (finite.min(), finite.max()) if len(finite) else (0.1, 100)
     nice = [m * 10.0 ** e for e in range(-3, 3) for m in (1, 1.5, 2, 3, 4, 5, 7)]
-    ticks = [t for t in nice if low / 1.3 <= t <= high * 1.3] or [low]
+    ticks = [t for t in nice if low / 1.3 <= t <= high * 1.3]
+    if len(ticks) < 3:  # a narrow range (e.g. 10–11%): evenly spaced plain numbers instead
+        ticks = [t for t in MaxNLocator(nbins=5).tick_values(low, high) if low / 1.05 <= t <= high * 1.05] or [low]
     ax.yaxis.set_major_locator(FixedLocator(ticks))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())

@@ -139,8 +139,8 @@ def provenance(study_runs: pd.DataFrame | None = None) -> str:
     software = ", ".join(sorted({s.split(",")[0] for s in rows.software}))
     dates = sorted({d[:10] for d in rows.date})
     when = dates[0] if len(dates) == 1 else f"{dates[0]} – {dates[-1]}"
-    commits = ", ".join(f"`{c}`" for c in sorted(set(rows.commit)))
-    return f"{devices}, {software}, {when}, commits {commits}"
+    commits = sorted(set(rows.commit))
+    return f"{devices}, {software}, {when}, commit{'s' if len(commits) > 1 else ''} " + ", ".join(f"`{c}`" for c in commits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -528,3 +528,70 @@ def table1_accuracy_after(epoch: int, configuration: TrainConfig = HEADLINE) -> 
     accuracies = [pd.read_csv(folder / "metrics.csv").set_index("epoch").test_accuracy[epoch] * 100
                   for folder in folders]
     return f"{min(accuracies):.2f}–{max(accuracies):.2f}%"
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/experiments.md: MultiMNIST and affine robustness
+
+
+def _optional_table(name: str) -> pd.DataFrame | None:
+    return table(name) if (TABLES / f"{name}.csv").exists() else None
+
+
+def multimnist_error(configuration: str = ROUTING3) -> str:
+    """'10.12 ± 0.18': a configuration's MultiMNIST test error over seeds (multimnist.csv), or NOT_RUN."""
+    rows = _optional_table("multimnist")
+    rows = rows[rows.configuration == configuration] if rows is not None else rows
+    if rows is None or rows.empty:
+        return NOT_RUN
+    row = rows.iloc[0]
+    return mean_std(row.test_error_mean, row.test_error_std) or NONE
+
+
+def multimnist_per_seed(column: str = "test_error", configuration: str = ROUTING3) -> str:
+    """'10.33 / 10.05 / 9.99': each seed's value (multimnist_runs.csv), in seed order."""
+    rows = table("multimnist_runs")
+    return " / ".join(f"{v:.2f}" for v in rows[rows.configuration == configuration].sort_values("seed")[column])
+
+
+def study_provenance(study: str) -> str:
+    """'1× NVIDIA H100 80GB HBM3, torch 2.11.0+cu130, 2026-12-07, commit `f4cb5085bb30`': where the
+    committed runs of a study were trained (every session of their run.json)."""
+    sessions = [s for path in sorted((REPO / "results" / study).glob("*/run.json"))
+                for s in json.loads(path.read_text())["sessions"]]
+    return provenance(pd.DataFrame(sessions))
+
+
+def last_evaluation_range(study: str, column: str, scale: float = 100, digits: int = 1, **config) -> str:
+    """'90.1–90.6': the lowest and highest value of a metrics.csv column at the last evaluation of the
+    committed runs of a study whose config has the given values."""
+    values = []
+    for path in sorted((REPO / "results" / study).glob("*/run.json")):
+        if all(json.loads(path.read_text())["config"][k] == v for k, v in config.items()):
+            values.append(pd.read_csv(path.parent / "metrics.csv")[column].iloc[-1] * scale)
+    low, high = f"{min(values):,.{digits}f}", f"{max(values):,.{digits}f}"
+    return low if low == high else f"{low}–{high}"
+
+
+def multimnist_ratio_to_paper(configuration: str = ROUTING3) -> str:
+    """'1.9': the mean MultiMNIST test error over the paper's (multimnist.csv)."""
+    row = table("multimnist").set_index("configuration").loc[configuration]
+    return f"{row.test_error_mean / row.paper_error:.1f}"
+
+
+def multimnist_seed_spread_in_se(configuration: str = ROUTING3) -> str:
+    """'6': the sample std over seeds in units of a run's binomial standard error (multimnist*.csv)."""
+    spread = table("multimnist").set_index("configuration").loc[configuration].test_error_std
+    runs_ = table("multimnist_runs")
+    return f"{spread / runs_[runs_.configuration == configuration].test_error_se.mean():.0f}"
+
+
+def other_experiments_status() -> str:
+    """README: where MultiMNIST and affine robustness stand, from their tables (NOT_RUN where none)."""
+    capsnet, baseline = multimnist_error(), multimnist_error("baseline CNN")
+    multimnist = (f"MultiMNIST: CapsNet {capsnet}% test error (3 seeds, 1M test pairs; "
+                  f"{study_provenance('multimnist')}) against the paper's {paper.MULTIMNIST[ROUTING3]}%: "
+                  f"**not reproduced**; baseline CNN {baseline}" if capsnet != NOT_RUN else f"MultiMNIST: {NOT_RUN}")
+    affine = "trained" if _optional_table("affine") is not None else NOT_RUN
+    return (f"{multimnist}; affine robustness: {affine} "
+            "([docs/experiments.md](docs/experiments.md)).")

@@ -11,11 +11,16 @@
 # $AFTER runs, if set (e.g. tools/gpu/score_paper_scale.sh), and the logs of STUDY (no TensorBoard events),
 # with results/notebooks, tables and figures where present, go to OUT/logs.tgz; each run's output is
 # OUT/RUN.log. SWEEP_OPTIONS: more flags for each sweep (the tests: --profile tiny --device cpu). Size SECONDS so that the runs you need finish: a run cut off is trained again from the start.
+# CAPSLIB_COMMIT: the commit of the tree sent (git rev-parse --short=12 HEAD, here), required: the GPU
+# machine's copy of .git can be older than the tree, and run.json would name that commit instead.
 set -u
-export T0=$(date +%s)
+if [ -z "${CAPSLIB_COMMIT:-}" ]; then
+  echo "side_by_side.sh: set CAPSLIB_COMMIT to the commit of the tree sent (git rev-parse --short=12 HEAD)" >&2; exit 2
+fi
+export CAPSLIB_COMMIT T0=$(date +%s)
 LIMIT=$1; OUT_DIR=$2; STUDY=$3; shift 3
 mkdir -p "$OUT_DIR"
-nvidia-smi -L 2>/dev/null; python3 -c "import torch; print('torch', torch.__version__)"; git log -1 --format='commit %H' 2>/dev/null
+nvidia-smi -L 2>/dev/null; python3 -c "import torch; print('torch', torch.__version__)"; echo "commit $CAPSLIB_COMMIT"
 pids=()
 for run in "$@"; do
   command="python3 -m capslib sweep $STUDY --only $run --runs-dir runs --results-dir results ${SWEEP_OPTIONS:-}"
