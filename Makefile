@@ -91,9 +91,12 @@ ifeq ($(filter local slurm,$(EXECUTOR)),)
   $(error EXECUTOR must be local or slurm, not '$(EXECUTOR)')
 endif
 GPUS := $(if $(filter local,$(EXECUTOR)),$(if $(shell command -v nvidia-smi 2>/dev/null),$(shell $(PYTHON) -m capslib.core.gpus 2>/dev/null),0),0)
-JOBS ?= $(if $(filter-out 0,$(GPUS)),$(GPUS),1)
+# RUNS_PER_GPU: runs that may share one GPU (1: a long run fills it; docs/speed.md says when sharing pays).
+RUNS_PER_GPU ?= 1
+JOBS ?= $(if $(filter-out 0,$(GPUS)),$(shell echo $$(( $(GPUS) * $(RUNS_PER_GPU) ))),1)
 comma := ,
-executor = $(if $(filter slurm,$(EXECUTOR)),--executor slurm $(if $(SLURM_CONFIG),--slurm-config $(SLURM_CONFIG)),--jobs $(JOBS))
+executor = $(if $(filter slurm,$(EXECUTOR)),--executor slurm $(if $(SLURM_CONFIG),--slurm-config $(SLURM_CONFIG)),\
+	--jobs $(JOBS) $(if $(filter-out 1,$(RUNS_PER_GPU)),--runs-per-gpu $(RUNS_PER_GPU)))
 sweep = $(PYTHON) -m capslib sweep $1 --profile $(PROFILE) --seeds $(subst $() ,$(comma),$(strip $(SEEDS))) \
 	$(executor) --runs-dir $(RUNS) --results-dir $(RESULTS) $(if $(filter-out auto,$(DEVICE)),--device $(DEVICE))
 done = $(RESULTS)/$1/.done

@@ -218,6 +218,9 @@ def build_parser() -> Parser:
     sweep.add_argument("--jobs", type=positive_int,
                        help="runs at a time, with the local executor (default 1; one per GPU: each run claims a "
                             "free one)")
+    sweep.add_argument("--runs-per-gpu", type=positive_int, metavar="K",
+                       help="runs that may share one GPU (default 1: a long run fills a GPU; sharing pays for short "
+                            "runs only, docs/speed.md); with --jobs, K runs per GPU at most")
     sweep.add_argument("--runs-dir", default="runs", metavar="DIR", help="checkpoints go to DIR/<study>/<run>")
     sweep.add_argument("--results-dir", default="results", metavar="DIR", help="logs go to DIR/<study>/<run>")
     sweep.add_argument("--time-limit", type=minutes, metavar="MINUTES",
@@ -355,6 +358,10 @@ def run_sweep(args) -> int:
                            "hours each on a CPU: run them on a GPU machine, or pass --device cpu to train here "
                            "anyway (PROFILE=quick for small runs)")
     deadline = time.time() + 60 * args.time_limit if args.time_limit else None
+    if args.runs_per_gpu:  # read by each run's GPU claim, in this process and its workers
+        from .core.gpus import RUNS_PER_GPU
+
+        os.environ[RUNS_PER_GPU] = str(args.runs_per_gpu)
     return sweep(configs, args.jobs or 1, deadline=deadline)
 
 
@@ -380,8 +387,9 @@ def _check_executor_flags(args) -> SlurmSettings | None:
         if named:
             raise CapslibError(f"{named[0]} is a setting of --executor slurm")
         return None
-    for name, instead in (("jobs", "--slurm-max-running"), ("time_limit", "--slurm-time")):
-        if getattr(args, name) is not None:
+    for name, instead in (("jobs", "--slurm-max-running"), ("time_limit", "--slurm-time"),
+                          ("runs_per_gpu", "--slurm-gpus (Slurm gives each run its GPUs)")):
+        if getattr(args, name, None) is not None:
             raise CapslibError(f"--{name.replace('_', '-')} is for the local executor; with --executor slurm "
                                f"use {instead}")
     return settings_from(args.slurm_config, given)

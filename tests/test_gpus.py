@@ -223,3 +223,45 @@ def test_sweep_time_limit_stops_runs_with_a_checkpoint_and_resumes(tmp_path):
     run = read_run(resumed.log_dir)
     assert run.info["status"] == "complete" and list(run.history.epoch) == [1, 2, 3]
     assert [s["start_epoch"] for s in run.info["sessions"]] == [0, 1]
+
+
+def test_runs_per_gpu_fills_every_gpu_once_before_any_gpu_takes_a_second_run(tmp_path):
+    """CAPSLIB_RUNS_PER_GPU=2 (sweep --runs-per-gpu 2): two slots a GPU, each its own lock; the runs
+    spread over the GPUs first, and a fifth run waits."""
+    gpus, shared = ["GPU-a", "GPU-b"], {"CAPSLIB_RUNS_PER_GPU": "2"}
+    holders = []
+    try:
+        for expected in ("claimed 0", "claimed 1", "claimed 0", "claimed 1", "waiting"):
+            holders.append(start_holder(tmp_path, gpus, **shared))
+            assert first_line(holders[-1]) == expected
+        # a run that allows no sharing finds every first slot held, and waits too
+        holders.append(start_holder(tmp_path, gpus))
+        assert first_line(holders[-1]) == "waiting"
+    finally:
+        for holder in holders:
+            holder.kill()
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1", "1.5"])
+def test_a_runs_per_gpu_that_is_not_a_whole_number_is_one_line_naming_the_variable(tmp_path, value):
+    with pytest.raises(CapslibError) as refused:
+        claim_gpu(["GPU-a"], tmp_path, poll_seconds=0.05, environ={"CAPSLIB_RUNS_PER_GPU": value})
+    assert "CAPSLIB_RUNS_PER_GPU" in str(refused.value) and len(str(refused.value).splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # nothing locked
+
+
+def test_sweep_runs_per_gpu_reaches_every_run_it_starts(tmp_path, monkeypatch):
+    """`capslib sweep --runs-per-gpu K` sets the slots that each run's claim reads, here and in the workers
+    it spawns (they inherit the environment); 0 is refused as a flag."""
+    from helpers import cli
+
+    seen = []
+    monkeypatch.setattr("capslib.study.sweep.sweep", lambda configs, jobs, **_: seen.append(
+        (jobs, gpus.runs_per_gpu())) or 0)
+    monkeypatch.setenv("CAPSLIB_RUNS_PER_GPU", "1")  # so that what the sweep sets is undone after the test
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("sweep", "table1", "--profile", "tiny", "--device", "cpu", "--jobs", "4", "--runs-per-gpu", "2")
+    assert code == 0, err
+    assert seen == [(4, 2)]
+    code, _, err = cli("sweep", "table1", "--profile", "tiny", "--runs-per-gpu", "0")
+    assert code == 2 and "--runs-per-gpu" in err

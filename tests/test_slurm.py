@@ -188,6 +188,7 @@ def bad_file(tmp_path: Path, text: str) -> Path:
     (["--slurm-config", "{file:sbatch = ['--gres=gpu:2']}"], "gpus"),
     (["--jobs", "2"], "--slurm-max-running"),
     (["--time-limit", "30"], "--slurm-time"),
+    (["--runs-per-gpu", "2"], "--slurm-gpus"),
 ])
 def test_a_bad_slurm_setting_is_one_line_before_anything_is_submitted(tmp_path, monkeypatch, argv, named):
     monkeypatch.chdir(tmp_path)

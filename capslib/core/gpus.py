@@ -3,9 +3,12 @@
 A run that asks for `auto` or `cuda` (no index) on a CUDA machine takes the first visible GPU that
 no other run holds, and holds it until its process ends: a lock file per GPU, locked with flock,
 which the kernel releases however the process ends (exit, exception, kill -9). When every GPU is
-held, the run waits for one: runs never share a GPU by accident (one run at batch 128 saturates an
-H100; three sharing one got about the throughput of one alone). An explicit `cuda:K` is used as
-asked, and marked as held when it is free so that automatic runs go elsewhere.
+held, the run waits for one: runs never share a GPU by accident (a long run fills an H100: three
+MultiMNIST CapsNets sharing one trained about as fast together as one alone; docs/speed.md). Where sharing pays (short runs, whose start-up, graph capture
+and scoring leave the GPU idle), CAPSLIB_RUNS_PER_GPU=K (`capslib sweep --runs-per-gpu K`, the
+Makefile's RUNS_PER_GPU) gives each GPU K slots, each its own lock, filled GPU by GPU before any GPU
+takes a second run. An explicit `cuda:K` is used as asked, and marked as held (its first slot) when it
+is free so that automatic runs go elsewhere.
 
 So `make -j4` (or several shells, or several notebooks) on a 4-GPU machine spreads the runs over
 the four GPUs. Locks are per user, in $CAPSLIB_GPU_LOCKS or <tmp>/capslib-gpus-<uid>, named by each
@@ -35,11 +38,24 @@ from .errors import CapslibError
 from .speed import resolve_device
 
 POLL_SECONDS = 2.0
+RUNS_PER_GPU = "CAPSLIB_RUNS_PER_GPU"  # runs that may share one GPU (default 1)
 _held: list = []  # the lock files this process holds, open for its lifetime
 
 
 def lock_dir() -> Path:
     return Path(os.environ.get("CAPSLIB_GPU_LOCKS") or Path(tempfile.gettempdir()) / f"capslib-gpus-{os.getuid()}")
+
+
+def runs_per_gpu(environ=os.environ) -> int:
+    value = environ.get(RUNS_PER_GPU) or "1"  # unset or empty: no sharing
+    if not value.isdigit() or int(value) < 1:
+        raise CapslibError(f"{RUNS_PER_GPU}={value!r}: must be a whole number of runs, at least 1")
+    return int(value)
+
+
+def slot_name(gpu_id: str, slot: int) -> str:
+    """The lock of a GPU's slot: the first keeps the name a GPU's one lock always had."""
+    return gpu_id if slot == 1 else f"{gpu_id}.{slot}"
 
 
 def visible_gpu_ids() -> list[str]:
@@ -87,20 +103,23 @@ def scheduler_gpus(environ=os.environ) -> str | None:
 
 def claim_gpu(gpu_ids: list[str], folder: Path | None = None, log=print, poll_seconds: float = POLL_SECONDS,
               environ=os.environ) -> int:
-    """The index (into `gpu_ids`) of the first GPU this process could lock, waiting while all are held;
-    in a Slurm job given GPUs, the first visible one (one of them), unlocked."""
+    """The index (into `gpu_ids`) of the first GPU with a slot this process could lock (runs_per_gpu()
+    slots each; every GPU's first slot before any GPU's second), waiting while all are held; in a Slurm
+    job given GPUs, the first visible one (one of them), unlocked."""
     given = scheduler_gpus(environ)
     if given is not None:
         log(f"GPU {given} given by Slurm to job {environ['SLURM_JOB_ID']}: using it without a lock")
         return 0
-    folder = folder or lock_dir()
+    folder, slots = folder or lock_dir(), runs_per_gpu(environ)
     waiting = False
     while True:
-        for index, gpu_id in enumerate(gpu_ids):
-            if try_claim(gpu_id, folder):
-                return index
+        for slot in range(1, slots + 1):
+            for index, gpu_id in enumerate(gpu_ids):
+                if try_claim(slot_name(gpu_id, slot), folder):
+                    return index
         if not waiting:
-            log(f"all {len(gpu_ids)} GPUs are held by other runs (locks in {folder}); waiting for one")
+            each = f", {slots} runs each" if slots > 1 else ""
+            log(f"all {len(gpu_ids)} GPUs are held by other runs{each} (locks in {folder}); waiting for one")
             waiting = True
         time.sleep(poll_seconds)
 

@@ -4,9 +4,9 @@
 #
 #   tools/gpu/side_by_side.sh SECONDS OUT STUDY RUN [RUN...]
 #
-# Each run is its own `capslib sweep STUDY --only RUN` with its own GPU-lock folder, so that the runs share
-# the GPU (core/gpus.py otherwise gives each run a GPU of its own; one MNIST run at batch 128 does not fill
-# an H100 when start-up, capture and scoring are counted: ../docs/running.md). At SECONDS after the start the
+# Each run is its own `capslib sweep STUDY --only RUN`, all allowed on one GPU (CAPSLIB_RUNS_PER_GPU: one
+# slot per run, core/gpus.py), so that each finishes whole however the others fare. Sharing a GPU does not
+# make long runs faster together (docs/speed.md): this is for fitting whole runs into one job. At SECONDS after the start the
 # runs still training are stopped (SIGTERM: run.json says interrupted; a later job trains them again). Then
 # $AFTER runs, if set (e.g. tools/gpu/score_paper_scale.sh), and the logs of STUDY (no TensorBoard events),
 # with results/notebooks, tables and figures where present, go to OUT/logs.tgz; each run's output is
@@ -24,7 +24,7 @@ nvidia-smi -L 2>/dev/null; python3 -c "import torch; print('torch', torch.__vers
 pids=()
 for run in "$@"; do
   command="python3 -m capslib sweep $STUDY --only $run --runs-dir runs --results-dir results ${SWEEP_OPTIONS:-}"
-  CAPSLIB_GPU_LOCKS=/tmp/capslib-locks-$run CAPSLIB_COMMAND="$command" $command > "$OUT_DIR/$run.log" 2>&1 &
+  CAPSLIB_RUNS_PER_GPU=$# CAPSLIB_COMMAND="$command" $command > "$OUT_DIR/$run.log" 2>&1 &
   pids+=($!)
 done
 while :; do
