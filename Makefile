@@ -8,7 +8,8 @@
 #   make reproduce    the whole study (GPU): data, every set of runs, figures, tables, reports
 #   make quick        the same study on small subsets, on a CPU, written under quick/
 #   make laptop       one CapsNet (routing 3 + reconstruction) past 99% on a CPU, in about a quarter of an hour:
-#                     the laptop profile; 03, 04, 05 and 10 on a CPU show it (results/laptop)
+#                     the laptop profile, into runs/laptop; 03, 04, 05 and 10 on a CPU show it (results/laptop:
+#                     the committed record of that run)
 #   make bench        speed of each training path -> results/benchmarks.md (CUDA)
 #   make bench-cpu    speed of each CPU path beside the XifengGuo port -> results/benchmarks-cpu.md
 #   make docs         the numbers README.md and docs/ quote, generated from the committed tables
@@ -123,9 +124,15 @@ reproduce: data table1 figures fashion validated ablation table1-official multim
 quick:
 	$(MAKE) PROFILE=quick reproduce
 
+# results/laptop is the committed record of the laptop run that the docs quote (its logs, no checkpoint): a
+# sweep into it would find the run finished and train nothing, or, once removed, write over the record. The
+# user's own run goes under runs/laptop (ignored by git), checkpoint and logs, where 03, 04 and 10 look for
+# it (capslib/study/notebook.py: LAPTOP_RUNS, LAPTOP_RESULTS); rerunning resumes it, or says it is done.
 laptop:
 	$(PYTHON) -m capslib sweep table1 --profile laptop --only mnist_routing3_recon_seed1 --seeds 1 \
-		--runs-dir runs/laptop --results-dir results/laptop
+		--runs-dir runs/laptop --results-dir runs/laptop/logs
+	@echo "make laptop: the model is runs/laptop/table1/mnist_routing3_recon_seed1/last.pt (logs in" \
+		"runs/laptop/logs/table1/mnist_routing3_recon_seed1); notebooks 03, 04 and 10 on a CPU show it"
 
 $(RESULTS)/%/.done:
 	$(call sweep,$*) && touch $@

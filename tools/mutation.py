@@ -62,6 +62,7 @@ MISSES = ["tests/test_train.py::test_a_run_records_which_test_images_it_got_wron
           "tests/test_train.py::test_a_resumed_run_keeps_the_misses_of_the_evaluation_it_selected_before"]
 PAIRED = ["tests/test_paired.py"]
 LAPTOP = ["tests/test_profiles.py::test_a_cpu_notebook_left_at_auto_shows_the_laptop_run"]
+MAKE_LAPTOP = ["tests/test_profiles.py::test_make_laptop_in_a_fresh_clone_trains_the_users_own_model_where_the_notebooks_look"]
 CUT_METRICS = "tests/test_cli.py::test_a_finished_run_whose_metrics_csv_was_cut_gets_it_back_from_its_checkpoint"
 ENDED = ["tests/test_train.py::test_whatever_ends_a_run_early_is_recorded_in_run_json"]
 RECIPES = ["tests/test_recipes.py"]
@@ -446,6 +447,9 @@ MUTANTS = [
            'grad_w = F.conv2d(x[:, :, :rows, :cols].transpose(0, 1), grad.transpose(0, 1), dilation=s)',
            'grad_w = F.conv2d(x[:, :, :rows:s, :cols:s].transpose(0, 1), grad.transpose(0, 1))', CPU_SPEED,
            "the primary capsules' weight gradient on the CPU bf16 paths ignores the stride"),
+    Mutant('laptop-logs-in-the-committed-record', 'LAPTOP_RESULTS', 'Path("runs/laptop/logs")',
+           'Path("results/laptop")', MAKE_LAPTOP,
+           "the notebooks look for the user's laptop run in the committed record, where make laptop finds it done"),
     Mutant('explicit-profile-takes-the-laptop-run', 'trained_run', 'if not runs and profile == "auto" and',
            'if not runs and profile and', LAPTOP,
            'a notebook given a profile shows the laptop model instead of training at that size'),
