@@ -309,6 +309,8 @@ def run_sweep(args) -> int:
     from .study.sweep import finished_run
 
     slurm = _check_executor_flags(args)  # before anything is read or submitted
+    for flag, folder in (("--runs-dir", args.runs_dir), ("--results-dir", args.results_dir)):
+        _check_folder_flag(flag, Path(folder))
     try:
         seeds = [positive_seed(s) for s in args.seeds.split(",")]
     except argparse.ArgumentTypeError:
@@ -356,6 +358,14 @@ def run_sweep(args) -> int:
                            "anyway (PROFILE=quick for small runs)")
     deadline = time.time() + 60 * args.time_limit if args.time_limit else None
     return sweep(configs, args.jobs or 1, deadline=deadline)
+
+
+def _check_folder_flag(flag: str, folder: Path) -> None:
+    """A folder a sweep writes runs under: one line naming the flag if it, or a folder above it, is a file
+    (each run would otherwise fail on its own, naming the run's --ckpt-dir or --logs-dir instead)."""
+    for path in (folder, *folder.parents):
+        if path.exists() and not path.is_dir():
+            raise CapslibError(f"{flag} {folder}: {path} is a file, not a folder")
 
 
 def shown_config(layers, protocol: dict | None = None) -> str:
