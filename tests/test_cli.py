@@ -19,6 +19,7 @@ import importlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -691,7 +692,8 @@ def test_resume_of_a_run_killed_before_its_final_logs_finishes_them(norecon, tmp
     last = (ckpt / "last.pt").read_bytes()
     code, out, err = cli(*train_argv(ckpt, logs, False, "--resume"))
     assert code == 0, err
-    assert "already trained for 1 epochs" in out and "final test error" in out
+    assert re.search(r"already trained for 1 epoch$", out, re.M) and "final test error" in out
+    assert re.search(r"final test error [0-9.]+% after 1 epoch;", out)  # one epoch, not "1 epochs"
     info = json.loads((logs / "run.json").read_text())
     assert info["status"] == "complete" and info["summary"]["epochs_done"] == 1
     pd.testing.assert_frame_equal(pd.read_csv(logs / "metrics.csv"), norecon.metrics)
