@@ -942,6 +942,21 @@ def test_ctrl_c_during_imports_is_one_line(monkeypatch):
     assert one_line(err) == "capslib: interrupted" and out == ""
 
 
+# python -m capslib in a Python where `missing` cannot be imported (None in sys.modules: what an environment
+# without it does, ModuleNotFoundError), as before `make setup`
+WITHOUT = "import runpy, sys; sys.modules[sys.argv[1]] = None; sys.argv[1:2] = []; runpy.run_module('capslib', run_name='__main__')"
+
+
+@pytest.mark.parametrize("missing, argv", [("PIL", ["--help"]), ("PIL", ["predict", "--help"]),
+                                           ("torch", ["evaluate", "--ckpt-path", "."])])
+def test_a_dependency_not_installed_is_one_line_saying_make_setup(missing, argv):
+    ran = subprocess.run([sys.executable, "-c", WITHOUT, missing, *argv], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert ran.returncode == 1 and ran.stdout == ""
+    line = one_line(ran.stderr)
+    assert line.startswith(f"capslib: {missing} is not installed") and "`make setup`" in line
+
+
 def test_bench_on_a_machine_without_cuda_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
