@@ -250,6 +250,8 @@ def test_a_stopped_sweep_stops_its_runs_and_a_rerun_continues_them(tmp_path, sto
                 os.kill(pid, signal.SIGKILL)
     logs = [tmp_path / "results" / "table1" / name for name in SWEPT]
     assert [json.loads((log / "run.json").read_text())["status"] for log in logs] == ["interrupted"] * 2
+    # the resource tracker, seeing its sweep gone, cleans up the pool's semaphores without a word
+    assert "resource_tracker" not in stderr and "leaked semaphore" not in stderr, stderr
     if stop == signal.SIGKILL:  # what remains is as after SIGTERM (below): the run folders are free
         for name, log in zip(SWEPT, logs):
             with open_run_folder(tmp_path / "runs" / "table1" / name, log, resume=True) as checkpoint:
