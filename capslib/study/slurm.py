@@ -342,7 +342,13 @@ def _uninterrupted():
         for sig, handler in before.items():
             signal.signal(sig, handler)
         for signum in caught[:1]:  # now, as it would have been
-            signal.raise_signal(signum)
+            handler = before[signum]
+            if callable(handler):
+                # called here, not raised as a signal: its handler would run at the next bytecode, which may be
+                # a finalizer's (a garbage collection), where its KeyboardInterrupt could not leave
+                handler(signum, None)
+            else:
+                signal.raise_signal(signum)  # SIG_DFL (the process ends) or SIG_IGN (nothing), as it would have
 
 
 def say(line: str) -> None:
