@@ -4,11 +4,13 @@
 #                     LOCK=cuda: requirements/cuda.lock (GPU machines); LOCK=none: pyproject.toml's ranges
 #   make lock         write requirements/cpu.lock and cuda.lock again (after editing pyproject.toml's dependencies)
 #   make test         the layer contracts, unit tests, then every notebook on the tiny profile (CPU, minutes)
+#   make test-fast    the unit tests alone, without the slow ones (about a minute): the edit loop
 #   make mutation     plant each of a list of bugs in a copy of capslib; the tests must catch them
 #   make reproduce    the whole study (GPU): data, every set of runs, figures, tables, reports
 #   make quick        the same study on small subsets, on a CPU, written under quick/
 #   make laptop       one CapsNet (routing 3 + reconstruction) past 99% on a CPU, in about a quarter of an hour:
-#                     the laptop profile; 03, 04, 05 and 10 on a CPU show it (results/laptop)
+#                     the laptop profile, into runs/laptop; 03, 04, 05 and 10 on a CPU show it (results/laptop:
+#                     the committed record of that run)
 #   make bench        speed of each training path -> results/benchmarks.md (CUDA)
 #   make bench-cpu    speed of each CPU path beside the XifengGuo port -> results/benchmarks-cpu.md
 #   make docs         the numbers README.md and docs/ quote, generated from the committed tables
@@ -101,7 +103,7 @@ sweep = $(PYTHON) -m capslib sweep $1 --profile $(PROFILE) --seeds $(subst $() ,
 	$(executor) --runs-dir $(RUNS) --results-dir $(RESULTS) $(if $(filter-out auto,$(DEVICE)),--device $(DEVICE))
 done = $(RESULTS)/$1/.done
 
-.PHONY: setup lock test mutation docs reproduce quick laptop data table1 figures fashion validated ablation table1-official \
+.PHONY: setup lock test test-fast mutation docs reproduce quick laptop data table1 figures fashion validated ablation table1-official \
 	multimnist affine tables report bench bench-cpu lab explore clean
 .DELETE_ON_ERROR:
 
@@ -113,9 +115,20 @@ setup:
 lock:
 	$(PYTHON) tools/lock.py compile $(if $(UPGRADE),--upgrade)
 
+# Two pytest workers (pytest-xdist), whole files each (--dist loadfile: a file's module fixtures, its trained
+# runs, are built once): on CI's two cores the tests that wait (on subprocesses, signals, the background tiny
+# study) run beside the ones that compute. TEST_WORKERS=0: one process, as before (pytest -q alone).
+TEST_WORKERS ?= 2
+pytest = $(PYTHON) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 test:
 	$(PYTHON) -c "from importlinter.cli import lint_imports_command as lint; lint()"
-	$(PYTHON) -m pytest -q
+	$(pytest)
+
+# The edit loop: the unit tests, without the files marked slow in tests/conftest.py (real trainings,
+# processes stopped by signals, notebooks, Slurm, the browser): about a minute on two cores. make test
+# before a commit.
+test-fast:
+	$(pytest) -m "not slow"
 
 # Not part of make test (CI stays fast); see tools/mutation.py. MUTATION_ARGS="-k shift" picks mutants.
 mutation:
@@ -126,9 +139,15 @@ reproduce: data table1 figures fashion validated ablation table1-official multim
 quick:
 	$(MAKE) PROFILE=quick reproduce
 
+# results/laptop is the committed record of the laptop run that the docs quote (its logs, no checkpoint): a
+# sweep into it would find the run finished and train nothing, or, once removed, write over the record. The
+# user's own run goes under runs/laptop (ignored by git), checkpoint and logs, where 03, 04 and 10 look for
+# it (capslib/study/notebook.py: LAPTOP_RUNS, LAPTOP_RESULTS); rerunning resumes it, or says it is done.
 laptop:
 	$(PYTHON) -m capslib sweep table1 --profile laptop --only mnist_routing3_recon_seed1 --seeds 1 \
-		--runs-dir runs/laptop --results-dir results/laptop
+		--runs-dir runs/laptop --results-dir runs/laptop/logs
+	@echo "make laptop: the model is runs/laptop/table1/mnist_routing3_recon_seed1/last.pt (logs in" \
+		"runs/laptop/logs/table1/mnist_routing3_recon_seed1); notebooks 03, 04 and 10 on a CPU show it"
 
 $(RESULTS)/%/.done:
 	$(call sweep,$*) && touch $@

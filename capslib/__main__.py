@@ -7,14 +7,25 @@ Python's to report.)
 
 import sys
 
+EXIT_NOT_INSTALLED = 1
+
 
 def run_capslib() -> int:
     try:
         from .cli import main
+        return main()
     except KeyboardInterrupt:
         print("capslib: interrupted", file=sys.stderr)
         return 130
-    return main()
+    except ModuleNotFoundError as err:
+        # Before `make setup` (or in another Python than its environment) the first import of a dependency
+        # fails: `capslib --help` already needs Pillow (predict's help). One line saying what to do, not a
+        # traceback; a module of capslib itself missing is a broken checkout, and raises as it is.
+        if not err.name or err.name.split(".")[0] == "capslib":
+            raise
+        print(f"capslib: {err.name.split('.')[0]} is not installed in this Python ({sys.executable}): run "
+              "`make setup` in the repository first (docs/running.md)", file=sys.stderr)
+        return EXIT_NOT_INSTALLED
 
 
 if __name__ == "__main__":

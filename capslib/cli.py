@@ -312,6 +312,8 @@ def run_sweep(args) -> int:
     from .study.sweep import finished_run
 
     slurm = _check_executor_flags(args)  # before anything is read or submitted
+    for flag, folder in (("--runs-dir", args.runs_dir), ("--results-dir", args.results_dir)):
+        _check_folder_flag(flag, Path(folder))
     try:
         seeds = [positive_seed(s) for s in args.seeds.split(",")]
     except argparse.ArgumentTypeError:
@@ -363,6 +365,14 @@ def run_sweep(args) -> int:
 
         os.environ[RUNS_PER_GPU] = str(args.runs_per_gpu)
     return sweep(configs, args.jobs or 1, deadline=deadline)
+
+
+def _check_folder_flag(flag: str, folder: Path) -> None:
+    """A folder a sweep writes runs under: one line naming the flag if it, or a folder above it, is a file
+    (each run would otherwise fail on its own, naming the run's --ckpt-dir or --logs-dir instead)."""
+    for path in (folder, *folder.parents):
+        if path.exists() and not path.is_dir():
+            raise CapslibError(f"{flag} {folder}: {path} is a file, not a folder")
 
 
 def shown_config(layers, protocol: dict | None = None) -> str:

@@ -19,6 +19,7 @@ import importlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -691,7 +692,8 @@ def test_resume_of_a_run_killed_before_its_final_logs_finishes_them(norecon, tmp
     last = (ckpt / "last.pt").read_bytes()
     code, out, err = cli(*train_argv(ckpt, logs, False, "--resume"))
     assert code == 0, err
-    assert "already trained for 1 epochs" in out and "final test error" in out
+    assert re.search(r"already trained for 1 epoch$", out, re.M) and "final test error" in out
+    assert re.search(r"final test error [0-9.]+% after 1 epoch;", out)  # one epoch, not "1 epochs"
     info = json.loads((logs / "run.json").read_text())
     assert info["status"] == "complete" and info["summary"]["epochs_done"] == 1
     pd.testing.assert_frame_equal(pd.read_csv(logs / "metrics.csv"), norecon.metrics)
@@ -938,6 +940,21 @@ def test_ctrl_c_during_imports_is_one_line(monkeypatch):
     code, out, err = interrupted_cli("evaluate", "--help")
     assert code == 130
     assert one_line(err) == "capslib: interrupted" and out == ""
+
+
+# python -m capslib in a Python where `missing` cannot be imported (None in sys.modules: what an environment
+# without it does, ModuleNotFoundError), as before `make setup`
+WITHOUT = "import runpy, sys; sys.modules[sys.argv[1]] = None; sys.argv[1:2] = []; runpy.run_module('capslib', run_name='__main__')"
+
+
+@pytest.mark.parametrize("missing, argv", [("PIL", ["--help"]), ("PIL", ["predict", "--help"]),
+                                           ("torch", ["evaluate", "--ckpt-path", "."])])
+def test_a_dependency_not_installed_is_one_line_saying_make_setup(missing, argv):
+    ran = subprocess.run([sys.executable, "-c", WITHOUT, missing, *argv], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert ran.returncode == 1 and ran.stdout == ""
+    line = one_line(ran.stderr)
+    assert line.startswith(f"capslib: {missing} is not installed") and "`make setup`" in line
 
 
 def test_bench_on_a_machine_without_cuda_is_one_line(tmp_path, monkeypatch):

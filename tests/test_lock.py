@@ -226,6 +226,77 @@ def test_setup_of_the_cuda_lock_replaces_any_torch_from_the_lock_itself(fake_ins
     assert len(calls) == 2
 
 
+def failing(monkeypatch, fails: str, writes: Path | None = None):
+    """subprocess.run as tools/lock.py calls it, each call recorded; the first whose command contains `fails`
+    exits 1 as pip does when it refuses (first writing `writes`, as uv writes its -o file before failing)."""
+    import subprocess
+
+    calls = []
+
+    def run(command, check=True, **kwargs):
+        calls.append(command)
+        if any(fails in str(word) for word in command):
+            if writes is not None:
+                writes.write_text("half written\n")
+            if check:
+                raise subprocess.CalledProcessError(1, command)
+            return subprocess.CompletedProcess(command, 1, "", "")
+        return subprocess.CompletedProcess(command, 0, "Successfully installed torch\n", "")
+    monkeypatch.setattr(lock.subprocess, "run", run)
+    return calls
+
+
+def test_setup_that_pip_refuses_ends_in_one_line_naming_the_lock(fake_install, monkeypatch, capsys):
+    """A hash in the lock that does not match: pip refuses (its message), then one line, no traceback."""
+    monkeypatch.setattr(lock, "installed_torch", lambda: "2.13.0+cpu")
+    monkeypatch.setattr(lock, "torch_is_gpu_build", lambda: False)
+    failing(monkeypatch, "--require-hashes")
+    with pytest.raises(SystemExit) as ended:
+        lock.main(["install", "cpu"])
+    line = ended.value.code
+    assert isinstance(line, str) and "\n" not in line, line
+    assert line.startswith("make setup: pip install failed (exit 1), installing ") and "cpu.lock" in line
+    assert "hash" in line and ended.value.__suppress_context__
+
+
+def test_lock_without_network_ends_in_one_line_and_leaves_the_locks_as_they_were(tmp_path, monkeypatch):
+    for name in ("pyproject.toml", "requirements/cpu.in", "requirements/cuda.in", "requirements/cpu.lock",
+                 "requirements/cuda.lock"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    monkeypatch.setattr(lock, "ROOT", tmp_path)
+    monkeypatch.setattr(lock, "REQUIREMENTS", tmp_path / "requirements")
+    monkeypatch.setattr(lock, "BUILD", tmp_path / "build" / "lock")
+    for name, target in list(lock.TARGETS.items()):  # their lock and inputs in the copy
+        monkeypatch.setitem(lock.TARGETS, name, lock.Target(target.name, target.python, target.platform,
+                                                             target.torch_index, target.about))
+    before = {p.name: p.read_text() for p in (tmp_path / "requirements").glob("*.lock")}
+    # offline: uv's own install is the first to reach an index
+    failing(monkeypatch, lock.UV)
+    with pytest.raises(SystemExit) as ended:
+        lock.main(["compile"])
+    assert "\n" not in ended.value.code and ended.value.code.startswith("make lock: pip install failed (exit 1)")
+    assert "the locks are as they were" in ended.value.code
+    # uv fails on the second lock after writing the first: both are put back
+    monkeypatch.setattr(lock, "uv", lambda: Path("uv"))
+    monkeypatch.setattr(lock, "fetch_torch", lambda target, wheels: None)
+    first = lock.TARGETS["cpu"].lock
+
+    def compile_then_fail(command, check=True, **kwargs):
+        import subprocess
+        out = Path(command[command.index("-o") + 1])
+        (tmp_path / out).write_text("half written\n")
+        if out.name == "cuda.lock":
+            raise subprocess.CalledProcessError(2, command)
+        (tmp_path / out).write_text(before[out.name])  # a lock as uv writes it, so that the first one passes
+        return subprocess.CompletedProcess(command, 0, "", "")
+    monkeypatch.setattr(lock.subprocess, "run", compile_then_fail)
+    with pytest.raises(SystemExit) as ended:
+        lock.main(["compile"])
+    assert ended.value.code.startswith("make lock: uv pip compile failed (exit 2)")
+    assert first.exists() and {p.name: p.read_text() for p in (tmp_path / "requirements").glob("*.lock")} == before
+
+
 def test_setup_refuses_a_python_the_lock_is_not_for(monkeypatch):
     target = lock.Target("cpu", "2.7", "x86_64-manylinux_2_28", None, "test")
     with pytest.raises(SystemExit, match="(?s)is for CPython 2.7 on Linux x86_64.*LOCK=none"):

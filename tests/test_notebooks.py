@@ -189,6 +189,16 @@ def stop_tiny_study() -> None:
     BACKGROUND.clear()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def tiny_study_in_the_background(request):
+    """Under xdist (conftest.py): start the tiny study as this file's first test starts, if a selected test
+    reads it, so that it runs while this worker runs the file's other tests."""
+    from conftest import STUDY_NEEDED
+
+    if request.config.stash.get(STUDY_NEEDED, False) and not BACKGROUND:
+        start_tiny_study()
+
+
 @pytest.fixture(scope="module")
 def study() -> Path:
     if not BACKGROUND:  # not started at collection (conftest.py): start it now

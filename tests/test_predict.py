@@ -97,6 +97,25 @@ def test_transparent_pixels_are_background(tmp_path):
     assert rows.max() - rows.min() + 1 == 20  # the longer side fits the 20-pixel box
 
 
+def test_a_16_bit_png_converts_as_its_8_bit_copy(test_digits, tmp_path):
+    """Pillow's convert("L") clips 16-bit grey at 255: the ×257 copy of a digit would become 0/1 ink."""
+    images, _ = test_digits
+    for k in (0, 1):
+        Image.fromarray(images[k].astype(np.uint16) * 257).save(tmp_path / f"wide{k}.png")
+        with Image.open(tmp_path / f"wide{k}.png") as saved:
+            assert saved.mode.startswith("I;16")  # what a 16-bit PNG opens as: the case under test
+        read = P.read_grey(tmp_path / f"wide{k}.png")
+        np.testing.assert_allclose(read, grey(images[k]), atol=1e-6)
+        np.testing.assert_allclose(P.read_grey(tmp_path / f"wide{k}.png", invert=True), 1 - grey(images[k]),
+                                   atol=1e-6)
+
+
+def test_a_32_bit_grey_image_is_refused_by_name(tmp_path):
+    Image.fromarray(np.full((30, 30), 70_000, np.int32), mode="I").save(tmp_path / "wide.tiff")
+    with pytest.raises(DataError, match=r"wide.tiff: a 32-bit greyscale image .*8- or 16-bit"):
+        P.read_grey(tmp_path / "wide.tiff")
+
+
 def test_unusable_images_are_refused_by_name(tmp_path):
     (tmp_path / "notes.png").write_text("not an image")
     with pytest.raises(DataError, match="notes.png: not a readable image"):
@@ -126,6 +145,19 @@ def test_predict_prints_the_class_and_capsule_lengths_of_a_saved_test_digit(chec
     assert line.startswith(f"{path}: {expected}  (capsule lengths: ")
     listed = [float(x) for x in line.split("capsule lengths: ")[1].rstrip(")").split()[1::2]]
     assert listed == pytest.approx(lengths.tolist(), abs=2e-3)
+
+
+def test_predict_gives_a_16_bit_png_the_scores_of_its_8_bit_copy(checkpoint, test_digits, tmp_path):
+    images, _ = test_digits
+    Image.fromarray(images[3]).save(tmp_path / "narrow.png")
+    Image.fromarray(images[3].astype(np.uint16) * 257).save(tmp_path / "wide.png")
+    code, out, err = cli("predict", tmp_path / "narrow.png", tmp_path / "wide.png", "--ckpt-path", checkpoint,
+                         "--device", "cpu", "--save-converted", tmp_path / "seen")
+    assert code == 0, err
+    narrow, wide = out.splitlines()
+    assert narrow.split(": ", 1)[1] == wide.split(": ", 1)[1]
+    with Image.open(tmp_path / "seen" / "narrow.28x28.png") as a, Image.open(tmp_path / "seen" / "wide.28x28.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b)) and len(np.unique(np.asarray(b))) > 10
 
 
 def test_predict_several_images_with_invert_and_saved_conversions(checkpoint, test_digits, tmp_path):

@@ -153,10 +153,49 @@ def test_a_cpu_notebook_left_at_auto_shows_the_laptop_run(trained_here, monkeypa
     assert "capslib sweep table1 --profile laptop --only mnist_routing0_norecon_seed1 --seeds 1" in said
 
 
-def test_make_laptop_is_the_command_the_notebooks_name():
+def make_laptop() -> list[str]:
+    """The commands `make laptop` runs (make -n), each as one line."""
     environ = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     made = subprocess.run(["make", "--no-print-directory", "-n", "laptop"], cwd=REPO, capture_output=True,
                           text=True, check=True, env=environ).stdout
+    return [" ".join(line.split()) for line in made.replace("\\\n", " ").splitlines()]
+
+
+def test_make_laptop_is_the_command_the_notebooks_name():
     command = notebook.laptop_command("table1", dataset="mnist", model="capsnet", routing_iterations=3,
                                       reconstruction=True)
-    assert " ".join(made.replace("\\\n", " ").split()).endswith(command.removeprefix("capslib "))
+    (sweep,) = [line for line in make_laptop() if " -m capslib sweep " in line]
+    assert sweep.endswith(command.removeprefix("capslib "))
+
+
+def test_make_laptop_in_a_fresh_clone_trains_the_users_own_model_where_the_notebooks_look(tmp_path, monkeypatch):
+    """A fresh clone holds the committed record of the laptop run (results/laptop: logs, no checkpoint).
+    The sweep `make laptop` runs must not find that run done (it would train nothing) nor write into it:
+    it trains the user's run, into folders git ignores, where the notebooks look, and says where."""
+    import shlex
+    from capslib.cli import build_parser, given_fields
+    from capslib.core.runs import read_run
+    from capslib.study.studies import study_layers
+    from capslib.study.sweep import finished_run
+
+    commands = make_laptop()
+    (sweep,) = [line for line in commands if " -m capslib sweep " in line]
+    args = build_parser().parse_args(shlex.split(sweep.split(" -m capslib ", 1)[1]))
+    clone = tmp_path / "clone"
+    (clone / "results").mkdir(parents=True)
+    (clone / "results" / "laptop").symlink_to(REPO / "results" / "laptop")  # what a fresh clone has
+    monkeypatch.chdir(clone)
+    runs = study_layers(args.study, [int(s) for s in args.seeds.split(",")], Path(args.runs_dir),
+                        Path(args.results_dir), args.profile, **given_fields(args))
+    (config,) = [layers[-1][1] for _, layers in runs if Path(layers[-1][1].log_dir).name in args.only]
+    assert read_run(REPO / "results" / "laptop" / "table1" / Path(config.log_dir).name).info["status"] == "complete"
+    assert finished_run(config) is None  # so the sweep trains it
+    logs, checkpoints = Path(config.log_dir), Path(config.ckpt_dir)
+    assert logs.parent == notebook.LAPTOP_RESULTS / "table1" and checkpoints.parent == notebook.LAPTOP_RUNS / "table1"
+    assert not logs.is_relative_to("results") and not checkpoints.is_relative_to("results")
+    if (REPO / ".git").exists():  # a checkout (tools/mutation.py tests a copy that is none)
+        for folder in (logs, checkpoints):  # nothing the user's run writes is committed, or could be
+            ignored = subprocess.run(["git", "check-ignore", "-q", str(folder / "run.json")], cwd=REPO)
+            assert ignored.returncode == 0, f"{folder} is not ignored by git"
+    said = commands[-1]
+    assert str(checkpoints / "last.pt") in said and str(logs) in said and "03, 04 and 10" in said

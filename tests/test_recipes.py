@@ -422,6 +422,25 @@ def test_a_seed_named_twice_is_refused_in_one_line(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("flag", ["--runs-dir", "--results-dir"])
+def test_a_sweep_folder_that_is_a_file_is_refused_in_one_line_naming_its_flag(tmp_path, flag):
+    """Each run used to fail on its own (exit 1), naming its --ckpt-dir or --logs-dir, not the flag given."""
+    from helpers import cli, one_line
+
+    folders = {"--runs-dir": tmp_path / "runs", "--results-dir": tmp_path / "results"}
+    listed = cli("sweep", "table1", "--profile", "tiny", "--seeds", "1", *[a for f, d in folders.items() for a in (f, d)],
+                 "--list")[1].split()
+    (tmp_path / "a_file").write_text("kept\n")
+    for given in (tmp_path / "a_file", tmp_path / "a_file" / "below"):
+        for extra in (["--list"], ["--only", Path(listed[0]).name, "--device", "cpu"]):
+            argv = {**folders, flag: given}
+            code, out, err = cli("sweep", "table1", "--profile", "tiny", "--seeds", "1",
+                                 *[a for f, d in argv.items() for a in (f, d)], *extra)
+            assert code == 2 and out == ""
+            assert one_line(err).startswith(f"capslib sweep: error: {flag} {given}: ") and "is a file" in err
+    assert (tmp_path / "a_file").read_text() == "kept\n" and not any(d.exists() for d in folders.values())
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
 def test_full_size_sweep_without_a_gpu_is_refused_in_one_line(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "capslib", "sweep", "precision", "--runs-dir", str(tmp_path / "runs"),

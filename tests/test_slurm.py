@@ -214,6 +214,24 @@ def test_without_slurm_commands_the_executor_is_one_line(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_sweep_waiting_on_tasks_submitted_before_names_each_in_its_scancel(tmp_path, monkeypatch):
+    """A second copy of a sweep waits on the tasks the first submitted (1_0 and 1_1): the scancel it names
+    must cancel both, not the first alone. Slurm itself is stood in for: this is what the sweep says."""
+    configs = study_runs("precision", [1, 2], tmp_path / "runs", tmp_path / "results", "tiny", device="cpu")
+    record = tmp_path / "runs" / slurm.SLURM_FOLDER / "20261207-000000" / slurm.RECORD
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"tasks": [{"log_dir": os.path.abspath(c.log_dir), "job": f"1_{i}"}
+                                            for i, c in enumerate(configs)]}))
+    monkeypatch.setattr(slurm, "check_commands", lambda: None)
+    monkeypatch.setattr(slurm, "job_states", lambda jobs: {job: slurm.JobState("PENDING", "Priority", 0) for job in jobs})
+    monkeypatch.setattr(slurm, "submit", lambda *args: pytest.fail("the tasks already submitted were submitted again"))
+    monkeypatch.setattr(slurm, "wait", lambda tasks, log: [(t.name, False, "stood in for") for t in tasks])
+    said = []
+    slurm.sweep_on_slurm(configs, tmp_path / "runs", SlurmSettings(), "capslib-precision", "STATUS", log=said.append)
+    assert "0 of 2 runs already finished; 2 in tasks already submitted (1): waiting on them" in said
+    assert "each run's state: STATUS; `scancel 1_0 1_1` cancels (the runs keep their checkpoints)" in said
+
+
 def test_ctrl_c_waits_until_an_accepted_submission_is_recorded():
     """Between sbatch accepting an array and its record, an interruption would leave tasks that the next
     sweep does not know of, and submits again."""

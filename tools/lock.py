@@ -250,6 +250,19 @@ def check_lock(target: Target, before: dict[str, tuple[str, list[str]]]) -> None
 
 
 def compile_locks(upgrade: bool = False) -> None:
+    """Both locks again; if anything fails (no network, uv refusing, a lock whose hashes changed), every lock
+    is put back as it was: a lock is the environment's record, never left half-rewritten."""
+    originals = {target.lock: target.lock.read_text() for target in TARGETS.values() if target.lock.exists()}
+    try:
+        _compile_locks(upgrade)
+    except BaseException:
+        for path, text in originals.items():
+            if not path.exists() or path.read_text() != text:
+                path.write_text(text)
+        raise
+
+
+def _compile_locks(upgrade: bool) -> None:
     uv_bin = uv()
     wheels = BUILD / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
@@ -279,10 +292,28 @@ def main(argv: list[str] | None = None) -> None:
     lock = commands.add_parser("compile", help="write the locks again (make lock)")
     lock.add_argument("--upgrade", action="store_true", help="the newest versions that fit, not the locked ones")
     args = parser.parse_args(argv)
-    if args.command == "install":
-        install(args.lock)
-    else:
-        compile_locks(args.upgrade)
+    try:
+        if args.command == "install":
+            install(args.lock)
+        else:
+            compile_locks(args.upgrade)
+    except subprocess.CalledProcessError as err:
+        # pip or uv has said why above (a hash that does not match, an index out of reach): one line more
+        # saying what failed and what to look at, not Python's traceback of the call
+        raise SystemExit(failure(args.command, args.lock if args.command == "install" else None, err)) from None
+
+
+def failure(command: str, lock_name: str | None, err: subprocess.CalledProcessError) -> str:
+    """The line that ends a failed `make setup` or `make lock`."""
+    words = [str(c) for c in err.cmd]
+    step = f"pip {words[3]}" if words[1:3] == ["-m", "pip"] else " ".join([Path(words[0]).name, *words[1:3]])
+    if command == "install":
+        locked = shown(TARGETS[lock_name].lock) if lock_name in TARGETS else "pyproject.toml"
+        return (f"make setup: {step} failed (exit {err.returncode}), installing {locked}: see its message above. "
+                f"A hash that does not match: the lock differs from the commit (git diff {locked}) or an index "
+                "served another file; no network: the index was out of reach. Run make setup again once fixed")
+    return (f"make lock: {step} failed (exit {err.returncode}): see its message above; the locks are as they were. "
+            "make lock needs PyPI (and, for torch's CPU wheel, a local wheelhouse or PyTorch's index)")
 
 
 if __name__ == "__main__":

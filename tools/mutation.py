@@ -62,6 +62,7 @@ MISSES = ["tests/test_train.py::test_a_run_records_which_test_images_it_got_wron
           "tests/test_train.py::test_a_resumed_run_keeps_the_misses_of_the_evaluation_it_selected_before"]
 PAIRED = ["tests/test_paired.py"]
 LAPTOP = ["tests/test_profiles.py::test_a_cpu_notebook_left_at_auto_shows_the_laptop_run"]
+MAKE_LAPTOP = ["tests/test_profiles.py::test_make_laptop_in_a_fresh_clone_trains_the_users_own_model_where_the_notebooks_look"]
 CUT_METRICS = "tests/test_cli.py::test_a_finished_run_whose_metrics_csv_was_cut_gets_it_back_from_its_checkpoint"
 ENDED = ["tests/test_train.py::test_whatever_ends_a_run_early_is_recorded_in_run_json"]
 RECIPES = ["tests/test_recipes.py"]
@@ -454,6 +455,25 @@ MUTANTS = [
            'grad_w = F.conv2d(x[:, :, :rows, :cols].transpose(0, 1), grad.transpose(0, 1), dilation=s)',
            'grad_w = F.conv2d(x[:, :, :rows:s, :cols:s].transpose(0, 1), grad.transpose(0, 1))', CPU_SPEED,
            "the primary capsules' weight gradient on the CPU bf16 paths ignores the stride"),
+    Mutant('leaked-semaphores-warned-after-kill-9', '_start_quiet_resource_tracker', 'os.dup2(quiet, 2)',
+           'os.dup2(saved, 2)', [SWEEP_STOPPED + "[SIGKILL]"],
+           'a sweep of --jobs 2 killed outright leaves a resource_tracker warning of leaked semaphores'),
+    Mutant('stop-in-a-finalizer-ignored', '_stop_later', 'if not isinstance(unraisable.exc_value, KeyboardInterrupt):',
+           'if True:', ["tests/test_interrupts.py::test_a_sigterm_that_lands_in_a_finalizer_stops_the_process_without_a_traceback"],
+           'a SIGTERM landing in a finalizer (torch._dynamo) is an "Exception ignored" traceback and the run goes on'),
+    Mutant('scancel-names-the-first-task-only', 'cancel_command', '[t.job for t in waiting]',
+           '[t.job for t in waiting[:1]]',
+           ["tests/test_slurm.py::test_a_sweep_waiting_on_tasks_submitted_before_names_each_in_its_scancel"],
+           'a sweep waiting on tasks 1_0 and 1_1 says `scancel 1_0` cancels them'),
+    Mutant('missing-dependency-traceback', 'run_capslib', 'if not err.name or err.name.split(".")[0] == "capslib":',
+           'if True:', ["tests/test_cli.py::test_a_dependency_not_installed_is_one_line_saying_make_setup"],
+           'capslib --help before make setup is a ModuleNotFoundError traceback'),
+    Mutant('sweep-folder-a-file-accepted', '_check_folder_flag', 'if path.exists() and not path.is_dir():',
+           'if False:', ["tests/test_recipes.py::test_a_sweep_folder_that_is_a_file_is_refused_in_one_line_naming_its_flag"],
+           'sweep --results-dir <a file> fails run by run, exit 1, naming --logs-dir instead of the flag given'),
+    Mutant('laptop-logs-in-the-committed-record', 'LAPTOP_RESULTS', 'Path("runs/laptop/logs")',
+           'Path("results/laptop")', MAKE_LAPTOP,
+           "the notebooks look for the user's laptop run in the committed record, where make laptop finds it done"),
     Mutant('explicit-profile-takes-the-laptop-run', 'trained_run', 'if not runs and profile == "auto" and',
            'if not runs and profile and', LAPTOP,
            'a notebook given a profile shows the laptop model instead of training at that size'),
@@ -464,6 +484,12 @@ MUTANTS = [
     Mutant('predict-multimnist-accepted', 'in_frame', 'if info.targets > 1:',
            'if False:', PREDICT,
            'a MultiMNIST model is given one digit: a traceback from its primary capsules'),
+    Mutant('predict-16-bit-clipped', 'read_grey', 'if image.mode in WIDE_GREY:',
+           'if False:', PREDICT,
+           "a 16-bit PNG goes through Pillow's 8-bit conversion, which clips it to 0/1 ink"),
+    Mutant('predict-16-bit-scaled-as-8-bit', '_wide_grey', 'return pixels / 65535.0',
+           'return np.clip(pixels / 255.0, 0.0, 1.0)', PREDICT,
+           'a 16-bit grey level is read as if white were 255'),
     Mutant('save-converted-replaces-unasked', '_check_converted', 'if target.exists() and not overwrite:',
            'if False:', PREDICT,
            'predict --save-converted replaces a file already there without --overwrite'),

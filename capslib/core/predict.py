@@ -21,8 +21,8 @@ from .files import atomic_path
 # What `capslib predict --help` and the README say the conversion does.
 CONVERSION = """\
 Each image (PNG, JPEG, any size or colour) is converted as MNIST was made:
-  1. greyscale (transparent pixels count as background); with --invert, dark ink on a light
-     ground (a pen on paper) becomes light on dark, as in MNIST;
+  1. greyscale (a 16-bit PNG scaled by its bit depth; transparent pixels count as background);
+     with --invert, dark ink on a light ground (a pen on paper) becomes light on dark, as in MNIST;
   2. the ground set to 0 (its level: the image's median) and the ink stretched to 1;
   3. cropped to the bounding box of the ink, resized so that its longer side is 20 pixels
      (aspect ratio kept, anti-aliased);
@@ -43,15 +43,39 @@ def read_grey(path: Path | str | BinaryIO, invert: bool = False, name: str | Non
     name = name or str(source)
     try:
         with Image.open(source) as image:
+            png = image.format == "PNG"
             image = ImageOps.exif_transpose(image)  # photos: the orientation the camera recorded
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                ground = Image.new("RGBA", image.size, "white" if invert else "black")
-                image = Image.alpha_composite(ground, image.convert("RGBA"))
-            grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+            if image.mode in WIDE_GREY:
+                grey = _wide_grey(image, png, invert, name)
+            else:
+                if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                    ground = Image.new("RGBA", image.size, "white" if invert else "black")
+                    image = Image.alpha_composite(ground, image.convert("RGBA"))
+                grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, ValueError) as err:
         reason = str(err).splitlines()[0][:100] if str(err) else type(err).__name__
         raise DataError(f"{name}: not a readable image ({reason})") from None
     return 1.0 - grey if invert else grey
+
+
+# Greyscale modes of more than 8 bits. Pillow's convert("L") clips them at 255 instead of scaling, so a
+# 16-bit PNG (0-65535) would reach the model as 0/1 ink: these are scaled by their bit depth instead.
+WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _wide_grey(image: Image.Image, png: bool, invert: bool, name: str) -> np.ndarray:
+    """A 16-bit greyscale image in [0, 1], scaled by its bit depth; a transparent grey level (PNG's tRNS)
+    counts as background. A PNG holds at most 16 bits a pixel (some Pillow versions open 16-bit grey
+    as mode I); 32-bit integer or float images of other formats are refused: their range says nothing
+    of where white is."""
+    if not (image.mode.startswith("I;16") or (image.mode == "I" and png)):
+        raise DataError(f"{name}: a 32-bit greyscale image (mode {image.mode}), whose white level is unknown: "
+                        "save it as an 8- or 16-bit PNG")
+    pixels = np.asarray(image, dtype=np.float32)
+    transparent = image.info.get("transparency")
+    if isinstance(transparent, int):
+        pixels = np.where(pixels == transparent, 65535.0 if invert else 0.0, pixels)
+    return pixels / 65535.0
 
 
 def mnist_like(grey: np.ndarray, name: str = "image") -> np.ndarray:

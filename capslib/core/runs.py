@@ -166,7 +166,7 @@ def check_logs_belong_to(log_dir: Path, saved: dict, checkpoint: Path) -> None:
                              f"({conflicts[0]}); choose another folder")
     logged_epochs = _logged_epochs(log_dir, info)
     if logged_epochs > saved["epoch"]:
-        raise RunFolderError(f"--logs-dir {log_dir} holds {logged_epochs} epochs of this run, more than the "
+        raise RunFolderError(f"--logs-dir {log_dir} holds {epochs_text(logged_epochs)} of this run, more than the "
                              f"{saved['epoch']} of {checkpoint}: resuming from it would overwrite them; resume from "
                              "the checkpoint of the run trained further, or choose another --logs-dir")
 
@@ -237,11 +237,16 @@ def selection(history: pd.DataFrame) -> dict:
             "best_test_error": float(best.test_error), "best_epoch": int(best.epoch)}
 
 
+def epochs_text(count: int) -> str:
+    """'1 epoch', '2 epochs': the lines a person reads say it as they would."""
+    return "1 epoch" if count == 1 else f"{count} epochs"
+
+
 def summary_line(summary: dict) -> str:
     """One line for a person: the final error, and the selected and best ones where there are."""
     if not summary:
         return "no epoch finished"
-    line = f"final test error {summary['final_test_error']:.2f}% after {summary['epochs_done']} epochs"
+    line = f"final test error {summary['final_test_error']:.2f}% after {epochs_text(summary['epochs_done'])}"
     if summary.get("selected_test_error") is not None:
         line += (f"; selected on validation {summary['selected_test_error']:.2f}% "
                  f"(epoch {summary['selected_epoch']})")

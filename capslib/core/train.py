@@ -28,8 +28,8 @@ from .gpus import claim_device
 from .layout import BEST, LAST, METRICS, RUN_INFO, placed
 from .model import count_parameters
 from .provenance import provenance
-from .runs import (Run, check_logs_belong_to, finish_run, metrics_match, misses_rows, open_run_folder, read_misses,
-                   read_run, selection, write_metrics, write_misses, write_run_info)
+from .runs import (Run, check_logs_belong_to, epochs_text, finish_run, metrics_match, misses_rows, open_run_folder,
+                   read_misses, read_run, selection, write_metrics, write_misses, write_run_info)
 from .speed import configure_backends, make_optimizer, prepare_images, prepare_model, resolve_speed, set_lr
 from .step import STATISTICS, make_train_step, named_statistics
 
@@ -70,7 +70,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = False, log
             if conflicts:
                 raise RunFolderError(f"{resume_from}: cannot resume with a different setup ({'; '.join(conflicts)})")
             if saved["epoch"] >= config.epochs:
-                log(f"{ckpt_dir}: already trained for {saved['epoch']} epochs")
+                log(f"{ckpt_dir}: already trained for {epochs_text(saved['epoch'])}")
                 info = _earlier_info(log_dir, saved, log)
                 if info.get("status") == "complete" and metrics_match(log_dir, saved["history"]):
                     return read_run(log_dir)

@@ -26,8 +26,10 @@ from .sweep import finished_run
 
 # Where `make laptop` (the laptop profile: a CapsNet past 99% on a CPU in about a quarter of an hour)
 # keeps its checkpoints and logs: a notebook on a CPU, left at profile auto, shows that model when
-# nothing of its own is logged.
-LAPTOP_RUNS, LAPTOP_RESULTS = Path("runs/laptop"), Path("results/laptop")
+# nothing of its own is logged. Both under runs/ (ignored by git), not results/laptop: that is the
+# committed record of the run the docs quote, whose logs would make a user's sweep find the run done
+# (with no checkpoint here) and which a user's run must not write over.
+LAPTOP_RUNS, LAPTOP_RESULTS = Path("runs/laptop"), Path("runs/laptop/logs")
 
 
 def say(markdown: str) -> None:

@@ -6,7 +6,7 @@ it is used.
            60,000 images at batch 128; the official recipe: 300,000 steps). Meant for a GPU.
     laptop a CPU, in a quarter of an hour: 2 epochs of all 60,000 images at batch 128, tested on all
            10,000; the paper's recipe otherwise. On a 2-core CPU with native bf16 (`--speed auto`:
-           the compiled bf16 path) `make laptop` trains seed 1 past 99% (results/laptop). Two
+           the compiled bf16 path) `make laptop` trains seed 1 past 99% (the record: results/laptop). Two
            epochs, not three: a third takes the run past 15 minutes there (docs/running.md).
     quick  a CPU, in minutes: 2 epochs of 1,000 images at batch 32 (62 steps, enough to learn
            something), tested on 500 images: a first look, near 80% accuracy

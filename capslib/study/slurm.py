@@ -342,7 +342,13 @@ def _uninterrupted():
         for sig, handler in before.items():
             signal.signal(sig, handler)
         for signum in caught[:1]:  # now, as it would have been
-            signal.raise_signal(signum)
+            handler = before[signum]
+            if callable(handler):
+                # called here, not raised as a signal: its handler would run at the next bytecode, which may be
+                # a finalizer's (a garbage collection), where its KeyboardInterrupt could not leave
+                handler(signum, None)
+            else:
+                signal.raise_signal(signum)  # SIG_DFL (the process ends) or SIG_IGN (nothing), as it would have
 
 
 def say(line: str) -> None:
@@ -379,8 +385,8 @@ def sweep_on_slurm(configs: list[TrainConfig], runs_dir: Path, settings: SlurmSe
         log(f"submitted {len(new)} run{'s' * (len(new) > 1)} as Slurm job {new[0].job.split('_')[0]} "
             f"({len(new)} task{'s' * (len(new) > 1)}, files in {new[0].folder})")
     if waiting or new:
-        log(f"each run's state: {status_command}; `scancel {new[0].job.split('_')[0] if new else waiting[0].job}` "
-            "cancels (the runs keep their checkpoints)")
+        log(f"each run's state: {status_command}; `{cancel_command(waiting, new)}` cancels (the runs keep their "
+            "checkpoints)")
     try:
         ended = {_key(t.config): result for t, result in zip(waiting + new, wait(waiting + new, log))}
     except KeyboardInterrupt:
@@ -388,6 +394,12 @@ def sweep_on_slurm(configs: list[TrainConfig], runs_dir: Path, settings: SlurmSe
             f"state: {status_command}")
         return 130
     return report_runs([ended.get(_key(c)) or finished_line(c) for c in configs], log)
+
+
+def cancel_command(waiting: list, new: list) -> str:
+    """The scancel that cancels every task this sweep waits on: each task submitted before by its id (that
+    array job may hold tasks of runs this sweep does not wait on), and the array it submitted by its job id."""
+    return "scancel " + " ".join([t.job for t in waiting] + ([new[0].job.split("_")[0]] if new else []))
 
 
 def finished_line(config: TrainConfig) -> tuple[str, bool, str]:

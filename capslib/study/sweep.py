@@ -42,6 +42,7 @@ def sweep(configs: list[TrainConfig], jobs: int = 1, log=print, deadline: float 
         # releases its GPU (memory and lock) when it ends. Stopping the sweep stops its runs: on Ctrl-C
         # or SIGTERM (a KeyboardInterrupt here, see cli.main) leaving the block terminates the pool,
         # whose SIGTERM each run records; a sweep killed outright leaves its runs to stop themselves.
+        _start_quiet_resource_tracker()
         with multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)), initializer=_worker_started,
                                                        initargs=(os.getpid(),), maxtasksperchild=1) as pool:
             trained = pool.map(_train_in_worker, tasks, chunksize=1)
@@ -49,6 +50,26 @@ def sweep(configs: list[TrainConfig], jobs: int = 1, log=print, deadline: float 
     return report_runs([next(trained) if run is None else (Path(config.log_dir).name, True,
                                                            summary_line(run.info["summary"]))
                         for config, run in zip(configs, finished)], log)
+
+
+def _start_quiet_resource_tracker() -> None:
+    """multiprocessing's resource tracker, started now with its stderr on /dev/null. The pool's semaphores are
+    registered with it; a sweep killed outright (kill -9) cannot unregister them, so the tracker, seeing its
+    sweep gone, removes them (its job) and warned "resource_tracker: There appear to be N leaked semaphore
+    objects" on the terminal, after the user had killed the sweep on purpose. The tracker is a process of its
+    own that inherits stderr as it starts: fd 2 is /dev/null for that moment only (the pool is not started yet,
+    and no other thread of the sweep writes)."""
+    from multiprocessing import resource_tracker
+
+    sys.stderr.flush()
+    saved, quiet = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(quiet, 2)
+        resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(quiet)
 
 
 def report_runs(results: list[tuple[str, bool, str]], log=print) -> int:
