@@ -19,6 +19,7 @@ import pandas as pd
 from ..core.config import TrainConfig
 from ..core.layout import run_name
 from ..core.provenance import REPO
+from ..core.runs import find_runs
 from .profiles import sized
 from .studies import protocol
 from . import paper
@@ -557,18 +558,14 @@ def multimnist_per_seed(column: str = "test_error", configuration: str = ROUTING
 def study_provenance(study: str) -> str:
     """'1× NVIDIA H100 80GB HBM3, torch 2.11.0+cu130, 2026-12-07, commit `f4cb5085bb30`': where the
     committed runs of a study were trained (every session of their run.json)."""
-    sessions = [s for path in sorted((REPO / "results" / study).glob("*/run.json"))
-                for s in json.loads(path.read_text())["sessions"]]
-    return provenance(pd.DataFrame(sessions))
+    return provenance(pd.DataFrame([s for run in find_runs(REPO / "results" / study) for s in run.info["sessions"]]))
 
 
 def last_evaluation_range(study: str, column: str, scale: float = 100, digits: int = 1, **config) -> str:
     """'90.1–90.6': the lowest and highest value of a metrics.csv column at the last evaluation of the
     committed runs of a study whose config has the given values."""
-    values = []
-    for path in sorted((REPO / "results" / study).glob("*/run.json")):
-        if all(json.loads(path.read_text())["config"][k] == v for k, v in config.items()):
-            values.append(pd.read_csv(path.parent / "metrics.csv")[column].iloc[-1] * scale)
+    values = [run.history[column].iloc[-1] * scale for run in find_runs(REPO / "results" / study)
+              if all(getattr(run.config, k) == v for k, v in config.items())]
     low, high = f"{min(values):,.{digits}f}", f"{max(values):,.{digits}f}"
     return low if low == high else f"{low}–{high}"
 
