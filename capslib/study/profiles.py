@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from ..core.config import TrainConfig
 from ..core.datasets import dataset_info
 from ..core.errors import CapslibError
+from ..core.runs import epochs_text
 
 MNIST_TRAIN_IMAGES = 60_000  # the scale at which studies declare their validation split
 
@@ -89,5 +90,4 @@ def describe(config: TrainConfig) -> str:
     train = f"{config.train_subset:,}" if config.train_subset else "all"
     held = f" ({config.validation_size:,} held out)" if config.validation_size else ""
     test = f"{config.test_subset:,}" if config.test_subset else "all"
-    epochs = "1 epoch" if config.epochs == 1 else f"{config.epochs} epochs"
-    return f"{epochs} of {train} training images{held} at batch {config.batch_size}, {test} test images"
+    return f"{epochs_text(config.epochs)} of {train} training images{held} at batch {config.batch_size}, {test} test images"
